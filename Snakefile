@@ -1,0 +1,20 @@
+# rfseg workflow: see README.md. Rules live in workflow/rules/, one file per stage.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/architectures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True
