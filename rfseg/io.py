@@ -1,13 +1,209 @@
-"""Reading micrographs and masks (image as float32 + pixel size in nm/px), writing TIFFs and tables atomically."""
+"""Reading micrographs and masks (image as float32 + pixel size in nm/px), writing TIFFs and tables atomically.
+
+Formats: TIFF (ImageJ, OME or resolution-tag calibration, via tifffile), Gatan DM3/DM4, FEI/Thermo TIA SER/EMI,
+Velox and Berkeley EMD (via rosettasciio). Arrays are in numpy order (rows = y, cols = x).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 
+from rfseg.errors import UserError
+
+#: length units as they appear in microscopy files, in nm
+UNIT_TO_NM = {
+    "nm": 1.0, "n_m": 1.0, "nanometer": 1.0, "nanometers": 1.0, "nanometre": 1.0,
+    "a": 0.1, "å": 0.1, "\u212b": 0.1, "angstrom": 0.1, "angstroms": 0.1,
+    "pm": 1e-3,
+    "um": 1e3, "µm": 1e3, "\u03bcm": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3, "\\u00b5m": 1e3,
+    "mm": 1e6, "cm": 1e7, "m": 1e9, "meter": 1e9, "metre": 1e9, "inch": 2.54e7,
+}
+TIFF_SUFFIXES = (".tif", ".tiff")
+RSCIIO_SUFFIXES = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".ser": "tia", ".emi": "tia",
+                   ".emd": "emd"}
+IMAGE_SUFFIXES = TIFF_SUFFIXES + tuple(RSCIIO_SUFFIXES)
+MASK_SUFFIXES = TIFF_SUFFIXES + (".png",)
+MISSING_PIXEL_SIZE_FIX = "set pixel_size_nm for this dataset in the config (or a pixel_size_nm column in its manifest)"
+
+
+@dataclass
+class Micrograph:
+    """A 2-D image as float32 (rows = y, cols = x) with its pixel size in nm/px as (y, x), or None if unknown."""
+
+    data: np.ndarray
+    pixel_size_nm: tuple[float, float] | None
+    path: Path
+    raw_dtype: str
+
+    @property
+    def pixel_size(self) -> float:
+        """The isotropic pixel size in nm/px; a UserError if it is unknown or differs between x and y."""
+        if self.pixel_size_nm is None:
+            raise UserError(f"{self.path}: the file has no pixel size: {MISSING_PIXEL_SIZE_FIX}")
+        py, px = self.pixel_size_nm
+        if not np.isclose(py, px, rtol=1e-4):
+            raise UserError(
+                f"{self.path}: pixels are not square ({py:g} x {px:g} nm): set target_pixel_size_nm to resample"
+            )
+        return float(px)
+
+
+def unit_to_nm(unit: str | None, where: str) -> float:
+    key = (unit or "").strip().lower()
+    if key not in UNIT_TO_NM:
+        raise UserError(f"{where}: unknown length unit {unit!r}: {MISSING_PIXEL_SIZE_FIX}")
+    return UNIT_TO_NM[key]
+
+
+def _check_2d(data: np.ndarray, path: Path) -> np.ndarray:
+    data = np.squeeze(np.asarray(data))
+    if data.ndim != 2:
+        raise UserError(f"{path}: expected a 2-D image but found an array of shape {data.shape}: "
+                        f"export a single frame")
+    if data.dtype.kind not in "uif":
+        raise UserError(f"{path}: pixel type {data.dtype} is not a grey-scale number type: convert to integer "
+                        f"or float grey values")
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise UserError(f"{path}: the image contains NaN or infinite values: fix or crop them before use")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------------ TIFF
+def _tiff_pixel_size(tif, path: Path) -> tuple[float, float] | None:
+    page = tif.pages[0]
+    if tif.is_ome and tif.ome_metadata:
+        m = re.search(r"<Pixels[^>]*>", tif.ome_metadata)
+        if m:
+            attrs = dict(re.findall(r'(\w+)="([^"]*)"', m.group(0)))
+            if "PhysicalSizeX" in attrs:
+                fx = unit_to_nm(attrs.get("PhysicalSizeXUnit", "µm"), str(path))
+                fy = unit_to_nm(attrs.get("PhysicalSizeYUnit", attrs.get("PhysicalSizeXUnit", "µm")), str(path))
+                px = float(attrs["PhysicalSizeX"]) * fx
+                return float(attrs.get("PhysicalSizeY", attrs["PhysicalSizeX"])) * fy, px
+    tags = page.tags
+    if "XResolution" not in tags:
+        return None
+    xr, yr = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
+    xres, yres = xr[0] / xr[1], yr[0] / yr[1]
+    if xres <= 0 or yres <= 0:
+        return None
+    if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("unit"):
+        unit = tif.imagej_metadata["unit"]
+        if unit.lower() in ("pixel", "pixels", ""):
+            return None
+        f = unit_to_nm(unit, str(path))
+    else:
+        unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+        if unit == 1:  # RESUNIT_NONE: a ratio, not a physical size
+            return None
+        f = UNIT_TO_NM["inch"] if unit == 2 else UNIT_TO_NM["cm"]
+    return f / yres, f / xres
+
+
+def _read_tiff(path: Path):
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.series) and len(tif.series[0].shape) > 2 and np.prod(tif.series[0].shape[:-2]) > 1:
+            raise UserError(f"{path}: expected a 2-D image but found a stack of shape {tif.series[0].shape}: "
+                            f"export a single frame")
+        data = tif.pages[0].asarray()
+        return data, _tiff_pixel_size(tif, path)
+
+
+# --------------------------------------------------------------------------------------------------- rsciio
+def _read_rsciio(path: Path):
+    import importlib
+
+    plugin = importlib.import_module(f"rsciio.{RSCIIO_SUFFIXES[path.suffix.lower()]}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        signals = plugin.file_reader(str(path), lazy=False)
+    images = [s for s in signals if np.squeeze(s["data"]).ndim == 2 and s["data"].dtype.kind in "uif"]
+    if not images:
+        shapes = [np.shape(s["data"]) for s in signals]
+        raise UserError(f"{path}: no 2-D grey-scale image in the file (found arrays of shape {shapes}): "
+                        f"export a single frame")
+    sig = images[0]
+    data = np.squeeze(sig["data"])
+    axes = [a for a in sig["axes"] if a.get("size", 2) > 1]
+    if len(axes) != 2:
+        return data, None
+    names = [str(a.get("name", "")).lower() for a in axes]
+    if names == ["x", "y"]:  # Berkeley EMD via rosettasciio: array is transposed relative to (y, x)
+        data, axes = data.T, axes[::-1]
+    scales = []
+    for a in axes:
+        units = a.get("units")
+        if units in (None, "", "<undefined>") or not a.get("scale"):
+            return data, None
+        scales.append(float(a["scale"]) * unit_to_nm(str(units), str(path)))
+    return data, (scales[0], scales[1])
+
+
+def read_image(path, pixel_size_nm: float | None = None) -> Micrograph:
+    """Read a 2-D micrograph. ``pixel_size_nm`` overrides what the file says.
+
+    Returns a :class:`Micrograph` whose ``data`` is float32 of shape (rows, cols); raises UserError with a one-line
+    message for a missing, unreadable, truncated, non-2-D or non-finite file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise UserError(f"{path}: unsupported image format {suffix!r}: use one of {', '.join(IMAGE_SUFFIXES)}")
+    if not path.is_file():
+        raise UserError(f"{path}: file not found: check the path in the config or manifest")
+    try:
+        data, px = _read_tiff(path) if suffix in TIFF_SUFFIXES else _read_rsciio(path)
+    except UserError:
+        raise
+    except Exception as e:  # readers raise many types for truncated or corrupt files
+        raise UserError(f"{path}: cannot read the file ({type(e).__name__}: {e}); is it complete and really "
+                        f"a {suffix} file?") from None
+    data = _check_2d(data, path)
+    if pixel_size_nm is not None:
+        if not pixel_size_nm > 0:
+            raise UserError(f"{path}: pixel_size_nm must be positive, got {pixel_size_nm}")
+        px = (float(pixel_size_nm), float(pixel_size_nm))
+    return Micrograph(data.astype(np.float32), px, path, str(data.dtype))
+
+
+def read_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a label image (PNG or TIFF); any nonzero pixel is particle. Returns bool (rows, cols)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise UserError(f"{path}: unsupported mask format {suffix!r}: use one of {', '.join(MASK_SUFFIXES)}")
+    if not path.is_file():
+        raise UserError(f"{path}: mask file not found: check the mask path in the config or manifest")
+    try:
+        if suffix == ".png":
+            import imageio.v3 as iio
+
+            data = iio.imread(path)
+            if data.ndim == 3:  # RGB(A) label PNG: any channel nonzero
+                data = data[..., :3].max(axis=-1)
+        else:
+            data, _ = _read_tiff(path)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: cannot read the mask ({type(e).__name__}: {e}); is the file complete?") from None
+    data = _check_2d(data, path)
+    if shape is not None and data.shape != tuple(shape):
+        raise UserError(f"{path}: mask is {data.shape[0]}x{data.shape[1]} px but its image is "
+                        f"{shape[0]}x{shape[1]} px: they must have the same shape")
+    return data != 0
+
+
+# ------------------------------------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -27,7 +223,54 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def write_tiff(path, data: np.ndarray, pixel_size_nm: float | None = None, compress: bool = True) -> None:
+    """Write a 2-D array as an ImageJ TIFF (Fiji shows the pixel size in nm), atomically.
+
+    float64 is stored as float32, bool as uint8 and wider integers as uint16 (ImageJ's types)."""
+    import tifffile
+
+    data = np.asarray(data)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    elif data.dtype.kind == "f":
+        data = data.astype(np.float32)
+    elif data.dtype.kind in "iu" and data.dtype.itemsize > 2:
+        if data.size and (data.min() < 0 or data.max() > 65535):
+            raise ValueError("integer image does not fit uint16")
+        data = data.astype(np.uint16)
+    kwargs = {}
+    if pixel_size_nm is not None:
+        kwargs = dict(resolution=(1.0 / pixel_size_nm, 1.0 / pixel_size_nm), metadata={"unit": "nm"})
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, data, imagej=True, compression="zlib" if compress else None, **kwargs)
+
+
 def write_csv(df, path) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def write_json(obj, path) -> None:
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_npy(path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
