@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rfseg.errors import UserError
 
@@ -87,6 +88,200 @@ def _run_arch_table(args):
     print(f"wrote {len(df)} architectures to {args.out}")
 
 
+# ---------------------------------------------------------------------------------------------------------- data
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_simulate(sub):
+    p = sub.add_parser("simulate", help="make a demo dataset: simulated micrographs with exact masks")
+    p.add_argument("kind", choices=["hrtem", "lowres"])
+    p.add_argument("--n-images", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--size", type=int, default=512, help="image size in px")
+    p.add_argument("--pixel-size", type=_positive_float, help="nm/px (default 0.02152 hrtem, 0.1243 lowres)")
+    p.add_argument("--diameter-nm", type=_float_list, help="particle diameter range, e.g. 2,6")
+    p.add_argument("--dose", type=_float_list, help="dose in e/A^2: a range lo,hi (hrtem) or one value (lowres)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.csv)")
+    p.set_defaults(func=_run_simulate)
+
+
+def _run_simulate(args):
+    from rfseg.simulate import write_dataset
+
+    kwargs = {"size": args.size}
+    if args.pixel_size:
+        kwargs["pixel_size_nm"] = args.pixel_size
+    if args.diameter_nm:
+        kwargs["diameter_nm"] = args.diameter_nm
+    if args.n_images < 1:
+        raise UserError("--n-images must be at least 1")
+    if args.kind == "hrtem":
+        from rfseg.simulate.hrtem import simulate_dataset
+
+        kwargs["threads"] = args.threads
+        if args.dose:
+            kwargs["dose_e_per_a2"] = args.dose
+    else:
+        from rfseg.simulate.lowres import simulate_dataset
+
+        if args.dose:
+            kwargs["dose_e_per_a2"] = args.dose[0]
+    frames = _progress(simulate_dataset(args.n_images, args.seed, **kwargs), args.n_images, f"simulate {args.kind}")
+    df = write_dataset(args.out, frames)
+    print(f"wrote {len(df)} {args.kind} micrographs to {args.out}")
+
+
+def _progress(iterable, total, desc):
+    """A tqdm bar when interactive, one line per item in logs."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=None, mininterval=2)
+
+
+def _add_preprocess(sub):
+    p = sub.add_parser("preprocess", help="x-ray removal, flat field, resampling, standardisation of a dataset")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="CSV with image, mask [, pixel_size_nm, group] columns")
+    src.add_argument("--images", help="glob of image files (with --masks)")
+    p.add_argument("--masks", help="mask path pattern with {stem}, e.g. 'data/masks/{stem}.tif'")
+    p.add_argument("--pixel-size", type=_positive_float, help="nm/px for files without one (overrides none in file)")
+    p.add_argument("--xray-threshold", type=float, help="remove pixels above median + this (raw units)")
+    p.add_argument("--xray-passes", type=int, default=2)
+    p.add_argument("--flat-field-sigma-nm", type=_positive_float)
+    p.add_argument("--target-pixel-size", type=_positive_float, help="resample to this many nm/px")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_run_preprocess)
+
+
+def _run_preprocess(args):
+    from rfseg import data
+
+    if args.images and not args.masks:
+        raise UserError("--images needs --masks (a pattern with {stem})")
+    manifest = data.read_manifest(args.manifest) if args.manifest else data.manifest_from_glob(args.images,
+                                                                                             args.masks)
+    if args.pixel_size and "pixel_size_nm" in manifest:
+        manifest = manifest.drop(columns="pixel_size_nm")
+    df = data.preprocess_dataset(
+        manifest, args.out, pixel_size_nm=args.pixel_size, xray_threshold=args.xray_threshold,
+        xray_passes=args.xray_passes, flat_field_sigma_nm=args.flat_field_sigma_nm,
+        target_pixel_size_nm=args.target_pixel_size)
+    print(f"preprocessed {len(df)} micrographs into {args.out} "
+          f"(pixel size {df.pixel_size_nm.iloc[0]:.5g} nm/px, particle fraction {df.particle_fraction.mean():.3f})")
+
+
+def _add_patches(sub):
+    p = sub.add_parser("patches", help="cut preprocessed micrographs into patches and split them by micrograph")
+    p.add_argument("--preprocessed", required=True, help="folder written by 'rfseg preprocess'")
+    p.add_argument("--size", type=int, required=True, help="patch size in px")
+    p.add_argument("--min-particle-px", type=int, default=400, help="drop patches with at most this many")
+    p.add_argument("--fractions", type=_float_list, default=(0.7, 0.1, 0.2), help="train,val,test shares")
+    p.add_argument("--folds", type=int, help="k-fold cross-validation over micrographs instead of fractions")
+    p.add_argument("--fold", type=int, default=0, help="with --folds: which fold is the test set")
+    p.add_argument("--dataset", default="", help="dataset name, for messages and the summary")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_patches)
+
+
+def _run_patches(args):
+    from rfseg import data
+
+    if len(args.fractions) != 3 or abs(sum(args.fractions) - 1) > 1e-6 or min(args.fractions) <= 0:
+        raise UserError(f"--fractions must be three positive shares that sum to 1, got {args.fractions}")
+    s = data.make_patches(args.preprocessed, args.out, size=args.size, min_particle_px=args.min_particle_px,
+                          fractions=args.fractions, folds=args.folds, fold=args.fold, dataset=args.dataset)
+    counts = ", ".join(f"{k} {v['patches']} patches / {v['micrographs']} micrographs" for k, v in s["splits"].items())
+    print(f"{args.dataset or args.out}: {counts}")
+
+
+# ---------------------------------------------------------------------------------------------- train, evaluate
+def _add_train(sub):
+    p = sub.add_parser("train", help="train one architecture on one dataset with one seed (resumes if interrupted)")
+    p.add_argument("--patches", required=True, help="folder written by 'rfseg patches'")
+    p.add_argument("--arch", required=True, help="canonical architecture name, e.g. n2_p44")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=1e-4)
+    p.add_argument("--augment", choices=["all8", "random8"], default="all8")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--early-stopping", type=int, help="patience in epochs (off by default, as in the paper)")
+    p.add_argument("--select", choices=["last", "best"], default="last", help="weights saved as model.pt")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dataset", default="")
+    p.add_argument("--out", required=True, help="run folder: model.pt, model.json, history.csv, checkpoint.pt")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args):
+    from rfseg.models import ArchSpec
+    from rfseg.train import TrainConfig, train
+
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment,
+                      precision=args.precision, channels_last=not args.no_channels_last, device=args.device,
+                      early_stopping_patience=args.early_stopping, select=args.select)
+    spec = ArchSpec.from_name(args.arch)
+    print(f"training {spec.name} seed {args.seed} on {args.patches} ({args.threads} threads)", flush=True)
+    meta = train(args.patches, args.out, spec, args.seed, cfg, threads=args.threads,
+                 extra_meta={"dataset": args.dataset})
+    print(f"done: {meta['epochs_run']} epochs, final val dice {meta['final']['val_dice']:.4f}, "
+          f"weights: {meta['weights']} -> {args.out}/model.pt")
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="score a trained model on the test patches")
+    p.add_argument("--model", required=True, help="run folder with model.pt and model.json")
+    p.add_argument("--patches", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--tta", action="store_true", help="average the 8 dihedral transforms")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args):
+    from rfseg.evaluate import evaluate
+
+    row = evaluate(args.model, args.patches, args.out, args.dataset, tta=args.tta, device=args.device,
+                   threads=args.threads)
+    print(f"{row['dataset']} {row['arch']} seed {row['seed']}: hard dice {row['hard_dice']:.4f}, soft dice "
+          f"{row['soft_dice']:.4f}, global dice {row['global_dice']:.4f} on {row['n_test_patches']} patches")
+
+
+def _add_aggregate(sub):
+    p = sub.add_parser("aggregate", help="collect metrics rows and compute mean ± std over seeds")
+    p.add_argument("rows", nargs="+", help="metrics.csv files")
+    p.add_argument("--out-rows", required=True, help="all rows in one tidy CSV")
+    p.add_argument("--out", required=True, help="mean/std per dataset, method and architecture")
+    p.set_defaults(func=_run_aggregate)
+
+
+def _run_aggregate(args):
+    import pandas as pd
+
+    from rfseg.evaluate import aggregate
+    from rfseg.io import write_csv
+
+    missing = [r for r in args.rows if not Path(r).is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: metrics file not found: run the evaluation stage first")
+    rows = pd.concat([pd.read_csv(r) for r in args.rows], ignore_index=True)
+    write_csv(rows, args.out_rows)
+    summary = aggregate(rows)
+    write_csv(summary, args.out)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
 # ---------------------------------------------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage block): ``rfseg arch: error: ...``, exit 2."""
@@ -104,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUBCOMMANDS = [_add_arch, _add_arch_table]
+_SUBCOMMANDS = [_add_arch, _add_arch_table, _add_simulate, _add_preprocess, _add_patches,
+                _add_train, _add_evaluate, _add_aggregate]
 
 
 def main(argv: list[str] | None = None) -> int:
