@@ -282,6 +282,73 @@ def _run_aggregate(args):
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
+# ---------------------------------------------------------------------------------------------------------- fourier
+def _add_fourier(sub):
+    p = sub.add_parser("fourier", help="Fourier-filter baseline on the test patches (annulus from the lattice)")
+    p.add_argument("--patches", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--material", default="Au", help="lattice spacings from the built-in table (Au, Ag, Pt, ...)")
+    p.add_argument("--spacings-nm", type=_float_list, help="lattice plane spacings in nm (instead of --material)")
+    p.add_argument("--radii-px", type=_float_list, help="annulus radii lo,hi in FFT px (overrides spacings)")
+    p.add_argument("--rel-tol", type=float, default=0.05, help="relative widening of the annulus")
+    p.add_argument("--sigma-nm", type=_positive_float, default=0.19, help="Gaussian blur of the magnitude, nm")
+    p.add_argument("--no-window", action="store_true", help="no Hann window before the FFT")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_fourier)
+
+
+def _run_fourier(args):
+    from rfseg.fourier import run_baseline
+
+    if args.radii_px is not None and len(args.radii_px) != 2:
+        raise UserError("--radii-px takes two numbers: lo,hi")
+    row = run_baseline(args.patches, args.out, args.dataset, material=args.material, spacings_nm=args.spacings_nm,
+                       radii_px=args.radii_px, rel_tol=args.rel_tol, sigma_nm=args.sigma_nm,
+                       window=not args.no_window)
+    if not row.get("note"):
+        print(f"{args.dataset} fourier: annulus {row['annulus_lo_px']:.1f}-{row['annulus_hi_px']:.1f} px, hard dice "
+              f"{row['hard_dice']:.4f}, global dice {row['global_dice']:.4f}")
+
+
+def _add_fn_overlap(sub):
+    p = sub.add_parser("fn-overlap", help="Jaccard of false-negative maps: Fourier filtering vs each network")
+    p.add_argument("--fourier", required=True, help="folder written by 'rfseg fourier'")
+    p.add_argument("--networks", nargs="+", required=True, help="folders written by 'rfseg evaluate'")
+    p.add_argument("--out", required=True, help="CSV")
+    p.set_defaults(func=_run_fn_overlap)
+
+
+def _run_fn_overlap(args):
+    import pandas as pd
+    import tifffile
+
+    from rfseg.fourier import false_negative_overlap
+    from rfseg.io import write_csv
+
+    fdir = Path(args.fourier)
+    if not (fdir / "false_negatives.tif").is_file():
+        note = pd.read_csv(fdir / "metrics.csv")["note"].iloc[0] if (fdir / "metrics.csv").is_file() else ""
+        write_csv(pd.DataFrame(columns=["dataset", "arch", "seed", "patch", "network", "jaccard", "note"]).assign(
+            note=[]), args.out)
+        print(f"no Fourier false-negative maps in {fdir} ({note or 'baseline not run'}): wrote an empty table")
+        return
+    fourier_fn = tifffile.imread(fdir / "false_negatives.tif").astype(bool)
+    tables = []
+    for d in args.networks:
+        d = Path(d)
+        m = pd.read_csv(d / "metrics.csv").iloc[0]
+        fn = tifffile.imread(d / "false_negatives.tif").astype(bool)
+        t = false_negative_overlap(fourier_fn, {m["arch"]: fn})
+        t.insert(0, "rf_nm", m["rf_nm"])
+        t.insert(0, "seed", m["seed"])
+        t.insert(0, "arch", m["arch"])
+        t.insert(0, "dataset", m["dataset"])
+        tables.append(t)
+    out = pd.concat(tables, ignore_index=True)
+    write_csv(out, args.out)
+    print(out.groupby(["arch", "rf_nm"])["jaccard"].mean().to_string())
+
+
 # ---------------------------------------------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage block): ``rfseg arch: error: ...``, exit 2."""
@@ -300,12 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SUBCOMMANDS = [_add_arch, _add_arch_table, _add_simulate, _add_preprocess, _add_patches,
-                _add_train, _add_evaluate, _add_aggregate]
+                _add_train, _add_evaluate, _add_aggregate, _add_fourier, _add_fn_overlap]
+
+
+def _log_job_environment():
+    """One line naming the scheduler job and the GPUs it was given, for the job's log."""
+    import os
+
+    keys = {"SLURM_JOB_ID": "slurm_job", "CUDA_VISIBLE_DEVICES": "cuda_visible_devices"}
+    print("[rfseg] " + " ".join(f"{v}={os.environ.get(k, '-')}" for k, v in keys.items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "arch":
+        _log_job_environment()
     try:
         args.func(args)
     except UserError as e:

@@ -31,7 +31,8 @@ def predict_patches(model, images: np.ndarray, batch_size: int = 16, device="cpu
     return out
 
 
-def _write_stack(path, stack: np.ndarray, pixel_size_nm: float):
+def write_stack(path, stack: np.ndarray, pixel_size_nm: float):
+    """Write (n, H, W) as a compressed ImageJ stack with the pixel size in nm, atomically."""
     import tifffile
 
     with io.atomic_path(path) as tmp:
@@ -73,8 +74,8 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, tta: bool = False, dev
     particles.insert(0, "arch", meta["name"])
     particles.insert(0, "dataset", dataset)
     io.write_csv(particles, out / "particles.csv")
-    _write_stack(out / "probabilities.tif", prob, px)
-    _write_stack(out / "false_negatives.tif", (truth & (prob <= 0.5)).astype(np.uint8), px)
+    write_stack(out / "probabilities.tif", prob, px)
+    write_stack(out / "false_negatives.tif", (truth & (prob <= 0.5)).astype(np.uint8), px)
     io.write_csv(pd.DataFrame([row]), out / "metrics.csv")
     return row
 

@@ -1,0 +1,91 @@
+import pytest
+import yaml
+
+from wfutil import job_counts, scratch_copy, snakemake
+
+
+@pytest.fixture(scope="module")
+def done_workflow(tmp_path_factory):
+    """The tiny configuration run to completion once in a scratch copy."""
+    wd = scratch_copy(tmp_path_factory.mktemp("wf"))
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return wd
+
+
+def _variant(wd, name, edit):
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    edit(cfg)
+    path = wd / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _dry(wd, configfile=None):
+    args = ["-n"] + (["--configfile", configfile] if configfile else [])
+    proc = snakemake(wd, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job_counts(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+
+
+DOWNSTREAM = {"fn_overlap": 1, "aggregate": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_outputs_and_nothing_left_to_do(done_workflow):
+    wd = done_workflow
+    for f in ["results/summary.csv", "results/metrics.csv", "results/tiny/fourier/fn_overlap.csv",
+              "results/tiny/models/n2_p22/seed1/model.json", "results/architectures.csv"]:
+        assert (wd / f).is_file(), f
+    counts, out = _dry(wd)
+    assert counts == {} and "Nothing to be done" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,edit,expected",
+    [
+        ("sigma", lambda c: c["datasets"]["tiny"]["fourier"].update(sigma_nm=0.3), {"fourier": 1, **DOWNSTREAM}),
+        ("seed", lambda c: c["training"].update(seeds=[1, 2]), {"train": 2, "evaluate": 2, **DOWNSTREAM}),
+        ("arch", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p22_d112"),
+         {"train": 1, "evaluate": 1, **DOWNSTREAM}),
+        ("lr", lambda c: c["training"].update(lr=0.001), {"train": 2, "evaluate": 2, **DOWNSTREAM}),
+        ("patch", lambda c: c["datasets"]["tiny"]["patches"].update(min_particle_px=60),
+         {"patches": 1, "train": 2, "evaluate": 2, "fourier": 1, **DOWNSTREAM}),
+    ],
+)
+def test_config_change_reruns_only_affected_jobs(done_workflow, name, edit, expected):
+    counts, _ = _dry(done_workflow, _variant(done_workflow, name, edit))
+    assert counts == expected
+
+
+@pytest.mark.slow
+def test_code_change_reruns_its_stage(done_workflow):
+    f = done_workflow / "rfseg" / "fourier.py"
+    original = f.read_text()
+    try:
+        f.write_text(original + "\n# edited\n")
+        counts, _ = _dry(done_workflow)
+        assert counts == {"fourier": 1, **DOWNSTREAM}
+    finally:
+        f.write_text(original)
+
+
+@pytest.mark.parametrize(
+    "name,edit,needle",
+    [
+        ("typo", lambda c: c["training"].update(epoch=3), "epoch"),
+        ("path", lambda c: c["datasets"].update(
+            real={"images": "nowhere/*.tif", "masks": "nowhere/{stem}.tif", "pixel_size_nm": 1.0,
+                  "patches": {"size": 64, "min_particle_px": 10}, "architectures": ["n2_p22"]}),
+         "datasets.real.images"),
+        ("rf", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p88"),
+         "n2_p88 has a receptive field of 392 px"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, name, edit, needle):
+    wd = scratch_copy(tmp_path)
+    proc = snakemake(wd, "--configfile", _variant(wd, name, edit))
+    assert proc.returncode != 0
+    assert needle in proc.stdout + proc.stderr
+    assert not (wd / "results").exists()
