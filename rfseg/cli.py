@@ -292,7 +292,8 @@ def _add_fourier(sub):
     p.add_argument("--radii-px", type=_float_list, help="annulus radii lo,hi in FFT px (overrides spacings)")
     p.add_argument("--rel-tol", type=float, default=0.05, help="relative widening of the annulus")
     p.add_argument("--sigma-nm", type=_positive_float, default=0.19, help="Gaussian blur of the magnitude, nm")
-    p.add_argument("--no-window", action="store_true", help="no Hann window before the FFT")
+    p.add_argument("--window", action="store_true", help="Hann window before the FFT (off, as in the paper: on "
+                   "small patches it erases particles near the edges)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_fourier)
 
@@ -304,7 +305,7 @@ def _run_fourier(args):
         raise UserError("--radii-px takes two numbers: lo,hi")
     row = run_baseline(args.patches, args.out, args.dataset, material=args.material, spacings_nm=args.spacings_nm,
                        radii_px=args.radii_px, rel_tol=args.rel_tol, sigma_nm=args.sigma_nm,
-                       window=not args.no_window)
+                       window=args.window)
     if not row.get("note"):
         print(f"{args.dataset} fourier: annulus {row['annulus_lo_px']:.1f}-{row['annulus_hi_px']:.1f} px, hard dice "
               f"{row['hard_dice']:.4f}, global dice {row['global_dice']:.4f}")

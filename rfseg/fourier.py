@@ -44,7 +44,7 @@ def check_resolvable(r_hi: float, size_px: int, pixel_size_nm: float, spacings_n
             f"high-resolution data")
 
 
-def fourier_segment(images: np.ndarray, r_lo: float, r_hi: float, sigma_px: float, window: bool = True):
+def fourier_segment(images: np.ndarray, r_lo: float, r_hi: float, sigma_px: float, window: bool = False):
     """Fourier-filter segmentation of patches (n, H, W) float32. Returns (masks bool (n, H, W), blurred
     filtered magnitude float32 (n, H, W))."""
     from skimage.filters import threshold_otsu
@@ -63,7 +63,7 @@ def fourier_segment(images: np.ndarray, r_lo: float, r_hi: float, sigma_px: floa
 
 
 def run_baseline(patch_dir, out_dir, dataset: str, *, material: str | None = "Au", spacings_nm=None,
-                 radii_px=None, rel_tol: float = 0.05, sigma_nm: float = 0.19, window: bool = True) -> dict:
+                 radii_px=None, rel_tol: float = 0.05, sigma_nm: float = 0.19, window: bool = False) -> dict:
     """Fourier baseline on the test patches; writes metrics.csv (one row, method 'fourier'), false_negatives.tif and
     masks.tif into ``out_dir``. Where the data cannot resolve the lattice the row says so (metrics left empty)."""
     summary = data.load_summary(patch_dir)

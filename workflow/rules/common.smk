@@ -181,4 +181,4 @@ def fourier_options(ds):
     f = DATASETS[ds]["fourier"]
     return _flags([("--material", f.get("material")), ("--spacings-nm", f.get("spacings_nm")),
                    ("--radii-px", f.get("radii_px")), ("--rel-tol", f.get("rel_tol")),
-                   ("--sigma-nm", f.get("sigma_nm")), ("--no-window", not f.get("window", True))])
+                   ("--sigma-nm", f.get("sigma_nm")), ("--window", f.get("window", False))])
