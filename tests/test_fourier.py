@@ -23,9 +23,9 @@ def test_lowres_lattice_not_resolved():
 
 
 def test_fringes_are_found():
-    size, px = 128, 0.02152
+    size, px = 256, 0.02152
     yy, xx = np.mgrid[0:size, 0:size]
-    disk = (yy - 64) ** 2 + (xx - 64) ** 2 < 30**2
+    disk = (yy - 128) ** 2 + (xx - 128) ** 2 < 50**2
     rng = np.random.default_rng(0)
     img = rng.normal(0, 1, (size, size)) + 3 * disk * np.cos(2 * np.pi * xx * px / 0.2355)
     lo, hi = annulus_radii(LATTICE_SPACINGS_NM["Au"], px, size)
