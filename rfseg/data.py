@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +54,8 @@ def preprocess_dataset(manifest: pd.DataFrame, out_dir, *, pixel_size_nm=None, x
 
     Writes ``<stem>.tif`` (float32, standardised, pixel size in the TIFF), ``<stem>_mask.tif`` (uint8 0/1) and
     ``manifest.csv`` with columns image, mask, pixel_size_nm, group, source_image, rows, cols, particle_fraction."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     rows = []
-    try:
+    with io.atomic_dir(out_dir) as tmp:
         stems = set()
         for rec in manifest.to_dict("records"):
             override = rec.get("pixel_size_nm", pixel_size_nm)
@@ -88,12 +83,6 @@ def preprocess_dataset(manifest: pd.DataFrame, out_dir, *, pixel_size_nm=None, x
             })
         df = pd.DataFrame(rows)
         io.write_csv(df, tmp / "manifest.csv")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return df
 
 

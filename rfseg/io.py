@@ -223,6 +223,25 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_tiff(path, data: np.ndarray, pixel_size_nm: float | None = None, compress: bool = True) -> None:
     """Write a 2-D array as an ImageJ TIFF (Fiji shows the pixel size in nm), atomically.
 

@@ -142,3 +142,11 @@ def test_real_dataset_splits_without_leakage(tmp_path):
     assert idx.groupby("source_image")["split"].nunique().max() == 1
     assert set(idx.split) == {"train", "val", "test"}
     assert summary["n_images"] == 8
+
+
+def test_simulate_field_too_small_is_a_clear_error(cli, tmp_path):
+    proc = cli("simulate", "lowres", "--n-images", 3, "--seed", 1, "--size", 128, "--out", tmp_path / "s")
+    assert proc.returncode == 2 and "cannot hold particles" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s").exists()
+    proc = cli("simulate", "lowres", "--n-images", 3, "--seed", 1, "--size", 256, "--out", tmp_path / "s")
+    assert proc.returncode == 0 and len(list((tmp_path / "s/images").glob("*.tif"))) == 3

@@ -8,9 +8,6 @@ labels) and ``manifest.csv`` (image, mask, pixel_size_nm, group and the per-imag
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -19,11 +16,8 @@ from rfseg import io
 
 def write_dataset(out_dir, frames) -> pd.DataFrame:
     """Write (name, image, labels, pixel_size_nm, params) frames into ``out_dir`` atomically (temp dir, rename)."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
     rows = []
-    try:
+    with io.atomic_dir(out_dir) as tmp:
         for name, image, labels, px, params in frames:
             io.write_tiff(tmp / "images" / f"{name}.tif", image.astype(np.float32), px)
             io.write_tiff(tmp / "masks" / f"{name}.tif", labels.astype(np.uint16), px)
@@ -31,12 +25,6 @@ def write_dataset(out_dir, frames) -> pd.DataFrame:
                          "group": name, **params})
         df = pd.DataFrame(rows)
         io.write_csv(df, tmp / "manifest.csv")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return df
 
 

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from rfseg.errors import UserError
+
 ENERGY_EV = 300e3
 CS_A = -1.5e5
 AU_DENSITY_PER_A3 = 0.0589
@@ -126,6 +128,9 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     abtem.config.set({"fftw.threads": threads, "diagnostics.progress_bar": False})
     px = pixel_size_nm * 10
     L = size * px
+    if L - 10 - 2 * (0.6 * diameter_nm[1] * 10 + 1.5) <= 0:
+        raise UserError(f"a {size} px field at {pixel_size_nm:g} nm/px ({L / 10:.1f} nm) cannot hold particles of up "
+                        f"to {diameter_nm[1]:g} nm: raise --size or lower --diameter-nm")
     t_c = rng.uniform(*carbon_thickness_a)
     carbon = amorphous_carbon(L, L, t_c, int(rng.integers(2**31))) + [0, 0, 2.0]
     top = 2.0 + t_c

@@ -10,11 +10,17 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from rfseg.errors import UserError
+
 
 def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.1243, diameter_nm=(15.0, 25.0),
                    n_particles=(3, 7), contrast_length_nm=25.0, support_variation=0.04, psf_sigma_px=1.5,
                    dose_e_per_a2=16.0):
     """One micrograph. Returns (intensity float32 (size, size), labels uint16, params dict)."""
+    field = size * pixel_size_nm
+    if field < 2 * 1.15 * diameter_nm[1] / 2 + 2:
+        raise UserError(f"a {size} px field at {pixel_size_nm:g} nm/px ({field:.1f} nm) cannot hold particles of up to "
+                        f"{diameter_nm[1]:g} nm: raise --size or lower --diameter-nm")
     yy, xx = np.mgrid[0:size, 0:size] * pixel_size_nm
     thickness = np.zeros((size, size))
     labels = np.zeros((size, size), np.uint16)
