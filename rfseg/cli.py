@@ -154,6 +154,8 @@ def _add_preprocess(sub):
     p.add_argument("--xray-passes", type=int, default=2)
     p.add_argument("--flat-field-sigma-nm", type=_positive_float)
     p.add_argument("--target-pixel-size", type=_positive_float, help="resample to this many nm/px")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="accept images without a pixel size: lengths stay in px, nm columns are left empty")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run_preprocess)
 
@@ -170,9 +172,11 @@ def _run_preprocess(args):
     df = data.preprocess_dataset(
         manifest, args.out, pixel_size_nm=args.pixel_size, xray_threshold=args.xray_threshold,
         xray_passes=args.xray_passes, flat_field_sigma_nm=args.flat_field_sigma_nm,
-        target_pixel_size_nm=args.target_pixel_size)
-    print(f"preprocessed {len(df)} micrographs into {args.out} "
-          f"(pixel size {df.pixel_size_nm.iloc[0]:.5g} nm/px, particle fraction {df.particle_fraction.mean():.3f})")
+        target_pixel_size_nm=args.target_pixel_size, uncalibrated=args.uncalibrated)
+    px = df.pixel_size_nm.iloc[0]
+    px_text = "uncalibrated" if px is None or px != px else f"pixel size {px:.5g} nm/px"
+    print(f"preprocessed {len(df)} micrographs into {args.out} ({px_text}, particle fraction "
+          f"{df.particle_fraction.mean():.3f})")
 
 
 def _add_patches(sub):
@@ -347,7 +351,7 @@ def _run_fn_overlap(args):
         tables.append(t)
     out = pd.concat(tables, ignore_index=True)
     write_csv(out, args.out)
-    print(out.groupby(["arch", "rf_nm"])["jaccard"].mean().to_string())
+    print(out.groupby(["arch", "rf_nm"], dropna=False)["jaccard"].mean().to_string())
 
 
 # ---------------------------------------------------------------------------------------------------------- main

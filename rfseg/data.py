@@ -49,11 +49,14 @@ def read_manifest(path) -> pd.DataFrame:
 
 
 def preprocess_dataset(manifest: pd.DataFrame, out_dir, *, pixel_size_nm=None, xray_threshold=None, xray_passes=2,
-                       flat_field_sigma_nm=None, target_pixel_size_nm=None) -> pd.DataFrame:
+                       flat_field_sigma_nm=None, target_pixel_size_nm=None, uncalibrated=False) -> pd.DataFrame:
     """Preprocess every micrograph of a manifest into ``out_dir`` (written to a temporary folder, then renamed).
 
     Writes ``<stem>.tif`` (float32, standardised, pixel size in the TIFF), ``<stem>_mask.tif`` (uint8 0/1) and
-    ``manifest.csv`` with columns image, mask, pixel_size_nm, group, source_image, rows, cols, particle_fraction."""
+    ``manifest.csv`` with columns image, mask, pixel_size_nm, group, source_image, rows, cols, particle_fraction.
+
+    ``uncalibrated=True`` accepts micrographs without a pixel size: lengths then stay in px and every nm quantity
+    downstream is left empty (NaN), never guessed."""
     rows = []
     with io.atomic_dir(out_dir) as tmp:
         stems = set()
@@ -62,8 +65,10 @@ def preprocess_dataset(manifest: pd.DataFrame, out_dir, *, pixel_size_nm=None, x
             if override is None or (isinstance(override, float) and math.isnan(override)):
                 override = pixel_size_nm
             img = io.read_image(rec["image"], override)
-            if img.pixel_size_nm is None:
+            if img.pixel_size_nm is None and not uncalibrated:
                 raise UserError(f"{img.path}: the file has no pixel size: {io.MISSING_PIXEL_SIZE_FIX}")
+            if uncalibrated:
+                img.pixel_size_nm = None
             mask = io.read_mask(rec["mask"], img.data.shape)
             data, mask, px = preprocess.preprocess(
                 img.data, mask, img.pixel_size_nm, xray_threshold=xray_threshold, xray_passes=xray_passes,
@@ -97,7 +102,7 @@ def make_patches(preprocessed_dir, out_dir, *, size: int, min_particle_px: int, 
     manifest = read_manifest(pre / "manifest.csv")
     label = dataset or str(pre)
     px_sizes = manifest["pixel_size_nm"].unique()
-    if not np.allclose(px_sizes, px_sizes[0], rtol=1e-3):
+    if len(px_sizes) > 1 and not np.allclose(px_sizes, px_sizes[0], rtol=1e-3):
         raise UserError(f"{label}: micrographs have different pixel sizes {sorted(px_sizes)}: set "
                         f"target_pixel_size_nm to resample them to one")
     tiles, masks, records = [], [], []
@@ -127,7 +132,8 @@ def make_patches(preprocessed_dir, out_dir, *, size: int, min_particle_px: int, 
     index["index_in_split"] = index.groupby("split").cumcount()
     out = Path(out_dir)
     tiles, masks = np.stack(tiles), np.stack(masks)
-    summary = {"dataset": dataset, "patch_size_px": size, "pixel_size_nm": float(px_sizes[0]),
+    summary = {"dataset": dataset, "patch_size_px": size,
+               "pixel_size_nm": None if np.isnan(px_sizes[0]) else float(px_sizes[0]),
                "min_particle_px": min_particle_px, "n_images": int(len(manifest)), "splits": {}}
     for split in patches.SPLITS:
         sel = (index["split"] == split).to_numpy()

@@ -31,13 +31,18 @@ def predict_patches(model, images: np.ndarray, batch_size: int = 16, device="cpu
     return out
 
 
-def write_stack(path, stack: np.ndarray, pixel_size_nm: float):
-    """Write (n, H, W) as a compressed ImageJ stack with the pixel size in nm, atomically."""
+def write_stack(path, stack: np.ndarray, pixel_size_nm: float | None):
+    """Write (n, H, W) as a compressed ImageJ stack with the pixel size in nm (if known), atomically."""
     import tifffile
 
+    cal = {} if pixel_size_nm is None else {"resolution": (1 / pixel_size_nm, 1 / pixel_size_nm)}
     with io.atomic_path(path) as tmp:
         tifffile.imwrite(tmp, stack, imagej=True, compression="zlib",
-                         resolution=(1 / pixel_size_nm, 1 / pixel_size_nm), metadata={"unit": "nm", "axes": "ZYX"})
+                         metadata={"unit": "nm" if cal else "pixel", "axes": "ZYX"}, **cal)
+
+
+def _px_text(px) -> str:
+    return "an unknown pixel size" if px is None else f"{px:.5g} nm/px"
 
 
 def arch_columns(meta_arch: dict) -> dict:
@@ -54,9 +59,10 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, tta: bool = False, dev
     model, meta = load_model(model_dir, dev)
     summary = data.load_summary(patch_dir)
     px = summary["pixel_size_nm"]
-    if abs(meta["pixel_size_nm"] - px) > pixel_tolerance * px:
-        raise UserError(f"{model_dir}: the model was trained at {meta['pixel_size_nm']:.5g} nm/px but {patch_dir} "
-                        f"is at {px:.5g} nm/px: resample the data (target_pixel_size_nm) or use a matching model")
+    if (meta["pixel_size_nm"] is None) != (px is None) or (
+            px is not None and abs(meta["pixel_size_nm"] - px) > pixel_tolerance * px):
+        raise UserError(f"{model_dir}: the model was trained at {_px_text(meta['pixel_size_nm'])} but {patch_dir} "
+                        f"is at {_px_text(px)}: resample the data (target_pixel_size_nm) or use a matching model")
     images, masks = data.load_split(patch_dir, "test")
     if len(images) == 0 or masks.sum() == 0:
         raise UserError(f"{patch_dir}: the test split has no particle pixels: add micrographs or change the split")
@@ -65,7 +71,8 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, tta: bool = False, dev
     prob = predict_patches(model, images, batch_size, dev, tta)
     truth = masks.astype(bool)
     row = {"dataset": dataset, "method": "unet", "arch": meta["name"], **arch_columns(meta["arch"]),
-           "params": meta["params"], "rf_px": meta["rf_px"], "rf_nm": meta["rf_px"] * px, "pixel_size_nm": px,
+           "params": meta["params"], "rf_px": meta["rf_px"], "rf_nm": np.nan if px is None else meta["rf_px"] * px,
+           "pixel_size_nm": np.nan if px is None else px,
            "seed": meta["seed"], "tta": tta, "n_test_patches": len(images),
            **metrics.segmentation_scores(prob, truth)}
     out = Path(out_dir)

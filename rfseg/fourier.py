@@ -75,6 +75,11 @@ def run_baseline(patch_dir, out_dir, dataset: str, *, material: str | None = "Au
         spacings_nm = LATTICE_SPACINGS_NM[material]
     row = {"dataset": dataset, "method": "fourier", "arch": "fourier", "pixel_size_nm": px, "seed": 0}
     out = Path(out_dir)
+    if px is None:
+        row["note"] = "skipped: the data have no pixel size, so the lattice annulus cannot be placed"
+        print(f"{dataset}: Fourier baseline {row['note']}")
+        io.write_csv(pd.DataFrame([row]), out / "metrics.csv")
+        return row
     if radii_px is not None:
         r_lo, r_hi = radii_px
     else:

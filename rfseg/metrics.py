@@ -42,16 +42,18 @@ def segmentation_scores(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]
             **pooled_scores(hard, truth)}
 
 
-def particle_recovery(pred: np.ndarray, truth: np.ndarray, pixel_size_nm: float) -> list[dict]:
-    """Per ground-truth particle (8-connected component of one patch): equivalent diameter in nm, area in px, and
-    the fraction of its pixels the prediction recovered. ``pred`` and ``truth`` are (n, H, W)."""
+def particle_recovery(pred: np.ndarray, truth: np.ndarray, pixel_size_nm: float | None) -> list[dict]:
+    """Per ground-truth particle (8-connected component of one patch): equivalent diameter in px and nm (NaN when
+    the pixel size is unknown), area in px, and the fraction of its pixels the prediction recovered.
+    ``pred`` and ``truth`` are (n, H, W)."""
     from skimage.measure import label, regionprops
 
     rows = []
     for i, (p, t) in enumerate(zip(np.asarray(pred, bool), np.asarray(truth, bool))):
         for r in regionprops(label(t, connectivity=2)):
             rr, cc = r.coords[:, 0], r.coords[:, 1]
-            rows.append({"patch": i, "particle": r.label, "area_px": int(r.area),
-                         "diameter_nm": float(np.sqrt(4 * r.area / np.pi) * pixel_size_nm),
+            d_px = float(np.sqrt(4 * r.area / np.pi))
+            rows.append({"patch": i, "particle": r.label, "area_px": int(r.area), "diameter_px": d_px,
+                         "diameter_nm": np.nan if pixel_size_nm is None else d_px * pixel_size_nm,
                          "recovered_fraction": float(p[rr, cc].mean())})
     return rows

@@ -63,9 +63,15 @@ def preprocess(image: np.ndarray, mask: np.ndarray, pixel_size_nm, *, xray_thres
     """The training preprocessing of one micrograph, in the order the paper uses.
 
     X-ray removal (raw units), optional flat field, optional resampling, standardisation. Returns
-    (image float32, mask bool, pixel size nm/px). The same function runs at prediction time."""
+    (image float32, mask bool, pixel size nm/px). The same function runs at prediction time.
+    ``pixel_size_nm`` None (uncalibrated data) allows only the steps that need no length in nm."""
     if xray_threshold is not None:
         image = remove_xrays(image, xray_threshold, xray_passes)
+    if pixel_size_nm is None:
+        if flat_field_sigma_nm or target_pixel_size_nm:
+            raise UserError("flat_field_sigma_nm and target_pixel_size_nm need a pixel size, and these data are "
+                            "uncalibrated: give pixel_size_nm or leave both unset")
+        return standardise(image), mask, None
     py, px = pixel_size_nm
     if flat_field_sigma_nm:
         image = flat_field(image, flat_field_sigma_nm / ((py + px) / 2))

@@ -154,3 +154,16 @@ def test_aggregate_mean_std():
     assert agg["hard_dice_mean"].item() == pytest.approx(0.85)
     assert agg["hard_dice_std"].item() == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert agg["n_seeds"].item() == 2
+
+
+def test_uncalibrated_data_leave_nm_columns_empty(tmp_path):
+    patches = make_patch_dir(tmp_path / "p", n=(6, 2, 2), pixel_size_nm=None)
+    meta = train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=1, **FAST))
+    assert meta["pixel_size_nm"] is None and meta["rf_nm"] is None and meta["rf_px"] == 44
+    row = evaluate(tmp_path / "run", patches, tmp_path / "e", "toy")
+    assert np.isnan(row["rf_nm"]) and np.isnan(row["pixel_size_nm"])
+    parts = pd.read_csv(tmp_path / "e/particles.csv")
+    assert parts["diameter_nm"].isna().all() and (parts["diameter_px"] > 0).all()
+    calibrated = make_patch_dir(tmp_path / "q", n=(6, 2, 2), pixel_size_nm=0.1)
+    with pytest.raises(UserError, match="trained at an unknown pixel size"):
+        evaluate(tmp_path / "run", calibrated, tmp_path / "f", "toy")

@@ -89,3 +89,18 @@ def test_bad_config_fails_before_any_job(tmp_path, name, edit, needle):
     assert proc.returncode != 0
     assert needle in proc.stdout + proc.stderr
     assert not (wd / "results").exists()
+
+
+@pytest.mark.slow
+def test_real_dataset_config_preprocesses_and_splits_without_leakage(tmp_path):
+    import pandas as pd
+
+    wd = scratch_copy(tmp_path, config="configs/real-tem-seg.yaml")
+    proc = snakemake(wd, "results/real-tem-seg/real/patches")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    idx = pd.read_csv(wd / "results/real-tem-seg/real/patches/index.csv")
+    assert idx.source_image.nunique() == 8
+    assert idx.groupby("source_image")["split"].nunique().max() == 1  # no micrograph in two splits
+    assert set(idx.split) == {"train", "val", "test"}
+    counts, _ = _dry(wd)
+    assert counts["train"] == 6 and "fourier" not in counts

@@ -159,7 +159,8 @@ def preprocess_options(ds):
     return _flags([("--pixel-size", d.get("pixel_size_nm")), ("--xray-threshold", p.get("xray_threshold")),
                    ("--xray-passes", p.get("xray_passes", 2)),
                    ("--flat-field-sigma-nm", p.get("flat_field_sigma_nm")),
-                   ("--target-pixel-size", p.get("target_pixel_size_nm"))])
+                   ("--target-pixel-size", p.get("target_pixel_size_nm")),
+                   ("--uncalibrated", d.get("uncalibrated", False))])
 
 
 def split_options(ds):
