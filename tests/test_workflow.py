@@ -104,3 +104,18 @@ def test_real_dataset_config_preprocesses_and_splits_without_leakage(tmp_path):
     assert set(idx.split) == {"train", "val", "test"}
     counts, _ = _dry(wd)
     assert counts["train"] == 6 and "fourier" not in counts
+
+
+def test_lint_and_format_clean():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from wfutil import ROOT, SNAKEMAKE
+
+    lint = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-2000:]
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert fmt.returncode == 0, fmt.stderr[-2000:]

@@ -18,7 +18,11 @@ def code_fingerprint(*modules):
     installed package code by itself)."""
     h = hashlib.sha256()
     for m in modules:
-        for f in sorted((PACKAGE / m).glob("*.py")) if (PACKAGE / m).is_dir() else [PACKAGE / m]:
+        for f in (
+            sorted((PACKAGE / m).glob("*.py"))
+            if (PACKAGE / m).is_dir()
+            else [PACKAGE / m]
+        ):
             h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
@@ -49,11 +53,21 @@ def _arch_specs(ds):
             elif "sweep" in entry:
                 s = entry["sweep"]
                 max_rf = s.get("max_rf_px", DATASETS[ds]["patches"]["size"])
-                for n in s["blocks"] if isinstance(s["blocks"], list) else [s["blocks"]]:
-                    out += sweep(n, max_rf, s.get("mode", "max"), tuple(s.get("dilations", ())))
+                for n in (
+                    s["blocks"] if isinstance(s["blocks"], list) else [s["blocks"]]
+                ):
+                    out += sweep(
+                        n, max_rf, s.get("mode", "max"), tuple(s.get("dilations", ()))
+                    )
             else:
-                out.append(ArchSpec(entry["blocks"], tuple(entry["pools"]), tuple(entry.get("dilations", ())),
-                                    entry.get("mode", "max")))
+                out.append(
+                    ArchSpec(
+                        entry["blocks"],
+                        tuple(entry["pools"]),
+                        tuple(entry.get("dilations", ())),
+                        entry.get("mode", "max"),
+                    )
+                )
         except UserError as e:
             raise WorkflowError(f"config {key}: {e}")
     return out
@@ -69,7 +83,8 @@ def architectures(ds):
             raise WorkflowError(
                 f"config datasets.{ds}.architectures: {spec.name} has a receptive field of {rf} px and needs "
                 f"patches that are a multiple of {spec.downsampling} px, but datasets.{ds}.patches.size is {size}: "
-                f"remove it or enlarge the patches")
+                f"remove it or enlarge the patches"
+            )
         if spec.name not in names:
             names.append(spec.name)
     return names
@@ -86,33 +101,55 @@ def raw_inputs(ds):
         return [f"{RESULTS}/{ds}/raw"]
     if "manifest" in d:
         if not Path(d["manifest"]).is_file():
-            raise WorkflowError(f"config datasets.{ds}.manifest: {d['manifest']} does not exist: fix the path")
+            raise WorkflowError(
+                f"config datasets.{ds}.manifest: {d['manifest']} does not exist: fix the path"
+            )
         return [d["manifest"]]
     images = sorted(_glob.glob(d["images"]))
     if not images:
-        raise WorkflowError(f"config datasets.{ds}.images: the pattern {d['images']!r} matches no file: fix the path")
+        raise WorkflowError(
+            f"config datasets.{ds}.images: the pattern {d['images']!r} matches no file: fix the path"
+        )
     masks = [d["masks"].format(stem=Path(p).stem) for p in images]
     missing = [m for m in masks if not Path(m).is_file()]
     if missing:
-        raise WorkflowError(f"config datasets.{ds}.masks: {missing[0]} does not exist: fix the pattern")
+        raise WorkflowError(
+            f"config datasets.{ds}.masks: {missing[0]} does not exist: fix the pattern"
+        )
     return images + masks
 
 
 def model_dirs(ds):
-    return [f"{RESULTS}/{ds}/models/{a}/seed{s}" for a in architectures(ds) for s in seeds(ds)]
+    return [
+        f"{RESULTS}/{ds}/models/{a}/seed{s}"
+        for a in architectures(ds)
+        for s in seeds(ds)
+    ]
 
 
 def metrics_files():
-    nets = [f"{RESULTS}/{ds}/eval/{a}/seed{s}/metrics.csv" for ds in DATASETS
-            for a in architectures(ds) for s in seeds(ds)]
-    return nets + [f"{RESULTS}/{ds}/fourier/metrics.csv" for ds in DATASETS if "fourier" in DATASETS[ds]]
+    nets = [
+        f"{RESULTS}/{ds}/eval/{a}/seed{s}/metrics.csv"
+        for ds in DATASETS
+        for a in architectures(ds)
+        for s in seeds(ds)
+    ]
+    return nets + [
+        f"{RESULTS}/{ds}/fourier/metrics.csv"
+        for ds in DATASETS
+        if "fourier" in DATASETS[ds]
+    ]
 
 
 def all_targets():
     targets = [f"{RESULTS}/architectures.csv"]
     if DATASETS:
         targets += [f"{RESULTS}/summary.csv"]
-        targets += [f"{RESULTS}/{ds}/fourier/fn_overlap.csv" for ds in DATASETS if "fourier" in DATASETS[ds]]
+        targets += [
+            f"{RESULTS}/{ds}/fourier/fn_overlap.csv"
+            for ds in DATASETS
+            if "fourier" in DATASETS[ds]
+        ]
     return targets
 
 
@@ -148,19 +185,31 @@ def _flags(pairs):
 
 def simulate_options(ds):
     s = DATASETS[ds]["simulate"]
-    return _flags([("--n-images", s["n_images"]), ("--seed", s["seed"]), ("--size", s.get("size", 512)),
-                   ("--pixel-size", s.get("pixel_size_nm")), ("--diameter-nm", s.get("diameter_nm")),
-                   ("--dose", s.get("dose_e_per_A2"))])
+    return _flags(
+        [
+            ("--n-images", s["n_images"]),
+            ("--seed", s["seed"]),
+            ("--size", s.get("size", 512)),
+            ("--pixel-size", s.get("pixel_size_nm")),
+            ("--diameter-nm", s.get("diameter_nm")),
+            ("--dose", s.get("dose_e_per_A2")),
+        ]
+    )
 
 
 def preprocess_options(ds):
     d = DATASETS[ds]
     p = d.get("preprocess", {})
-    return _flags([("--pixel-size", d.get("pixel_size_nm")), ("--xray-threshold", p.get("xray_threshold")),
-                   ("--xray-passes", p.get("xray_passes", 2)),
-                   ("--flat-field-sigma-nm", p.get("flat_field_sigma_nm")),
-                   ("--target-pixel-size", p.get("target_pixel_size_nm")),
-                   ("--uncalibrated", d.get("uncalibrated", False))])
+    return _flags(
+        [
+            ("--pixel-size", d.get("pixel_size_nm")),
+            ("--xray-threshold", p.get("xray_threshold")),
+            ("--xray-passes", p.get("xray_passes", 2)),
+            ("--flat-field-sigma-nm", p.get("flat_field_sigma_nm")),
+            ("--target-pixel-size", p.get("target_pixel_size_nm")),
+            ("--uncalibrated", d.get("uncalibrated", False)),
+        ]
+    )
 
 
 def split_options(ds):
@@ -172,14 +221,39 @@ def split_options(ds):
 
 def train_options(ds):
     t = dataset_training(ds)
-    return _flags([("--epochs", t["epochs"]), ("--batch-size", t["batch_size"]), ("--lr", t["lr"]),
-                   ("--augment", t["augment"]), ("--precision", t["precision"]),
-                   ("--no-channels-last", not t["channels_last"]), ("--device", config["compute"]["device"]),
-                   ("--early-stopping", t.get("early_stopping_patience")), ("--select", t["select"])])
+    return _flags(
+        [
+            ("--epochs", t["epochs"]),
+            ("--batch-size", t["batch_size"]),
+            ("--lr", t["lr"]),
+            ("--augment", t["augment"]),
+            ("--precision", t["precision"]),
+            ("--no-channels-last", not t["channels_last"]),
+            ("--device", config["compute"]["device"]),
+            ("--early-stopping", t.get("early_stopping_patience")),
+            ("--select", t["select"]),
+        ]
+    )
 
 
 def fourier_options(ds):
     f = DATASETS[ds]["fourier"]
-    return _flags([("--material", f.get("material")), ("--spacings-nm", f.get("spacings_nm")),
-                   ("--radii-px", f.get("radii_px")), ("--rel-tol", f.get("rel_tol")),
-                   ("--sigma-nm", f.get("sigma_nm")), ("--window", f.get("window", False))])
+    return _flags(
+        [
+            ("--material", f.get("material")),
+            ("--spacings-nm", f.get("spacings_nm")),
+            ("--radii-px", f.get("radii_px")),
+            ("--rel-tol", f.get("rel_tol")),
+            ("--sigma-nm", f.get("sigma_nm")),
+            ("--window", f.get("window", False)),
+        ]
+    )
+
+
+def preprocess_source(wc, input):
+    d = DATASETS[wc.dataset]
+    if "simulate" in d:
+        return f"--manifest {input[0]}/manifest.csv"
+    if "manifest" in d:
+        return f"--manifest {d['manifest']}"
+    return f"--images '{d['images']}' --masks '{d['masks']}'"
