@@ -119,3 +119,24 @@ def test_lint_and_format_clean():
     fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=ROOT, capture_output=True,
                          text=True)
     assert fmt.returncode == 0, fmt.stderr[-2000:]
+
+
+def test_paper_config_plans_the_full_study(tmp_path):
+    """With the documented data layout in place, the paper protocol plans every architecture x 5 seeds."""
+    import numpy as np
+
+    from rfseg import io
+
+    wd = scratch_copy(tmp_path, config="configs/paper.yaml")
+    for ds in ("hrtem_5nm", "lowres_20nm"):
+        for i in range(3):
+            img = wd / f"data/paper/{ds}/images/im{i}.tif"
+            io.write_tiff(img, np.zeros((512, 512), np.float32))
+            io.write_tiff(wd / f"data/paper/{ds}/masks/im{i}.tif", np.zeros((512, 512), np.uint8))
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    for ds in cfg["datasets"].values():  # the test masks are TIFF, the documented example PNG
+        ds["masks"] = ds["masks"].replace(".png", ".tif")
+    counts, _ = _dry(wd, _variant(wd, "paper", lambda c: c.update(cfg)))
+    # N=2: 9 pooling combinations fit 512 px, N=3: 14, N=4: 7; plus 7 dilated N=2 variants on HRTEM
+    assert counts["train"] == 5 * ((9 + 14 + 7 + 7) + (9 + 14 + 7))
+    assert counts["fourier"] == 1 and counts["preprocess"] == 2
