@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: setup run test test-fast report clean
+.PHONY: setup run test test-fast report readme-figure clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,12 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
 
-report: $(STAMP)
+report: run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1 --report results/report.html
+
+# The demo's main figure shown in README.md (regenerated from the demo results).
+readme-figure: run
+	mkdir -p docs && cp results/figures/hrtem/dice_vs_rf.png docs/demo_dice_vs_rf_hrtem.png
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -333,7 +333,7 @@ def _run_fn_overlap(args):
     fdir = Path(args.fourier)
     if not (fdir / "false_negatives.tif").is_file():
         note = pd.read_csv(fdir / "metrics.csv")["note"].iloc[0] if (fdir / "metrics.csv").is_file() else ""
-        write_csv(pd.DataFrame(columns=["dataset", "arch", "seed", "patch", "network", "jaccard", "note"]).assign(
+        write_csv(pd.DataFrame(columns=["dataset", "arch", "seed", "rf_px", "rf_nm", "patch", "network", "jaccard"]).assign(
             note=[]), args.out)
         print(f"no Fourier false-negative maps in {fdir} ({note or 'baseline not run'}): wrote an empty table")
         return
@@ -345,6 +345,7 @@ def _run_fn_overlap(args):
         fn = tifffile.imread(d / "false_negatives.tif").astype(bool)
         t = false_negative_overlap(fourier_fn, {m["arch"]: fn})
         t.insert(0, "rf_nm", m["rf_nm"])
+        t.insert(0, "rf_px", m["rf_px"])
         t.insert(0, "seed", m["seed"])
         t.insert(0, "arch", m["arch"])
         t.insert(0, "dataset", m["dataset"])
@@ -352,6 +353,125 @@ def _run_fn_overlap(args):
     out = pd.concat(tables, ignore_index=True)
     write_csv(out, args.out)
     print(out.groupby(["arch", "rf_nm"], dropna=False)["jaccard"].mean().to_string())
+
+
+# ---------------------------------------------------------------------------------------------------------- figures
+FIGURES = {
+    "dice-vs-rf": "hard and soft dice against RF per number of blocks, Fourier band (needs --metrics)",
+    "dilation": "pooling vs dilation at N = 2 (needs --metrics)",
+    "sizes": "recovered fraction against RF by particle size (needs --metrics, --particles)",
+    "examples": "test segmentations with RF squares (needs --patches, --evals)",
+    "false-negatives": "FN maps of Fourier filtering and networks (needs --patches, --fourier, --evals)",
+    "fn-overlap": "Jaccard of FN maps, Fourier vs networks (needs --fn-overlap)",
+    "edges": "zoomed edges, pooled vs dilated network (needs --patches, --evals POOLED DILATED)",
+    "curves": "training and validation curves (needs --histories)",
+    "erf": "effective receptive fields (needs --erfs, --models)",
+}
+
+
+def _add_figure(sub):
+    p = sub.add_parser("figure", help="draw one figure from result files (PNG + SVG)",
+                       description="\n".join(f"{k}: {v}" for k, v in FIGURES.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=list(FIGURES))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--metrics", help="tidy metrics.csv of all runs")
+    p.add_argument("--particles", nargs="+", default=[], help="particles.csv files")
+    p.add_argument("--patches", help="patch folder of the dataset")
+    p.add_argument("--evals", nargs="+", default=[], help="evaluation folders")
+    p.add_argument("--fourier", help="Fourier baseline folder")
+    p.add_argument("--fn-overlap", help="fn_overlap.csv")
+    p.add_argument("--histories", nargs="+", default=[], help="history.csv files")
+    p.add_argument("--erfs", nargs="+", default=[], help="ERF TIFFs")
+    p.add_argument("--models", nargs="+", default=[], help="model.json files matching --erfs")
+    p.add_argument("--out", required=True, help="PNG to write (an SVG is written beside it)")
+    p.set_defaults(func=_run_figure)
+
+
+def _run_figure(args):
+    from rfseg.figures import maps, rf, training
+
+    def need(**kw):
+        missing = [k.replace("_", "-") for k, v in kw.items() if not v]
+        if missing:
+            raise UserError(f"figure {args.kind} needs --{', --'.join(missing)}")
+
+    k, ds, out = args.kind, args.dataset, args.out
+    if k == "dice-vs-rf":
+        need(metrics=args.metrics)
+        rf.dice_vs_rf(args.metrics, ds, out)
+    elif k == "dilation":
+        need(metrics=args.metrics)
+        rf.dilation_vs_pooling(args.metrics, ds, out)
+    elif k == "sizes":
+        need(metrics=args.metrics, particles=args.particles)
+        rf.size_bins(args.particles, args.metrics, ds, out)
+    elif k == "examples":
+        need(patches=args.patches, evals=args.evals)
+        maps.examples(args.patches, args.evals, ds, out)
+    elif k == "false-negatives":
+        need(patches=args.patches, fourier=args.fourier, evals=args.evals)
+        maps.false_negatives(args.patches, args.fourier, args.evals, ds, out)
+    elif k == "fn-overlap":
+        need(fn_overlap=args.fn_overlap)
+        maps.fn_overlap(args.fn_overlap, ds, out)
+    elif k == "edges":
+        need(patches=args.patches, evals=args.evals)
+        if len(args.evals) != 2:
+            raise UserError("figure edges needs --evals POOLED_DIR DILATED_DIR")
+        maps.edges(args.patches, args.evals[0], args.evals[1], ds, out)
+    elif k == "curves":
+        need(histories=args.histories)
+        training.curves(args.histories, ds, out)
+    elif k == "erf":
+        need(erfs=args.erfs, models=args.models)
+        if len(args.erfs) != len(args.models):
+            raise UserError("figure erf needs one --models file per --erfs file")
+        maps.erf_maps(args.erfs, args.models, ds, out)
+    print(f"wrote {out}")
+
+
+def _add_erf(sub):
+    p = sub.add_parser("erf", help="effective receptive field of a trained model on test patches (TIFF)")
+    p.add_argument("--model", required=True, help="run folder with model.pt and model.json")
+    p.add_argument("--patches", required=True)
+    p.add_argument("--n-patches", type=int, default=16)
+    p.add_argument("--out", required=True, help="TIFF to write")
+    p.set_defaults(func=_run_erf)
+
+
+def _run_erf(args):
+    from rfseg.erf import run_erf
+
+    r = run_erf(args.model, args.patches, args.out, args.n_patches)
+    print(f"{r['arch']}: theoretical RF {r['rf_px']} px; half of the ERF mass within {r['erf50_px']} px")
+
+
+def _add_dataset_table(sub):
+    p = sub.add_parser("dataset-table", help="Table 1: patches, micrographs, particle fraction, pixel size")
+    p.add_argument("patches", nargs="+", help="patch folders")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_run_dataset_table)
+
+
+def _run_dataset_table(args):
+    import pandas as pd
+
+    from rfseg.data import load_summary
+    from rfseg.io import write_csv
+
+    rows = []
+    for d in args.patches:
+        s = load_summary(d)
+        row = {"dataset": s["dataset"], "pixel_size_nm": s["pixel_size_nm"], "patch_size_px": s["patch_size_px"],
+               "micrographs": s["n_images"]}
+        for split, v in s["splits"].items():
+            row[f"{split}_patches"] = v["patches"]
+            row[f"{split}_particle_fraction"] = v["particle_fraction"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    write_csv(df, args.out)
+    print(df.to_string(index=False))
 
 
 # ---------------------------------------------------------------------------------------------------------- main
@@ -372,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SUBCOMMANDS = [_add_arch, _add_arch_table, _add_simulate, _add_preprocess, _add_patches,
-                _add_train, _add_evaluate, _add_aggregate, _add_fourier, _add_fn_overlap]
+                _add_train, _add_evaluate, _add_aggregate, _add_fourier, _add_fn_overlap,
+                _add_figure, _add_erf, _add_dataset_table]
 
 
 def _log_job_environment():

@@ -48,3 +48,11 @@ def test_arch_table_csv(cli, tmp_path):
     assert set(df.blocks) == {2, 3} and df.rf_px.max() <= 128
     assert df.loc[df.name == "n2_p44", "params"].item() == 8074
     assert not list(tmp_path.glob(".*part*"))
+
+
+def test_figure_with_missing_input_fails_clearly(cli, tmp_path):
+    proc = cli("figure", "curves", "--dataset", "x", "--histories", tmp_path / "nope.csv", "--out", tmp_path / "f.png")
+    assert proc.returncode == 2 and "nope.csv: input of this figure is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "f.png").exists()
+    proc = cli("figure", "dice-vs-rf", "--dataset", "x", "--out", tmp_path / "f.png")
+    assert proc.returncode == 2 and "needs --metrics" in proc.stderr

@@ -28,30 +28,61 @@ def _dry(wd, configfile=None):
     return job_counts(proc.stdout + proc.stderr), proc.stdout + proc.stderr
 
 
-DOWNSTREAM = {"fn_overlap": 1, "aggregate": 1, "all": 1}
+# Jobs that read the aggregated metrics.csv, so they follow any change in any evaluation or the Fourier baseline.
+AFTER_METRICS = {"aggregate": 1, "figure_dice_vs_rf": 1, "figure_sizes": 1, "figure_dilation": 1, "all": 1}
+AFTER_FOURIER = {"fourier": 1, "fn_overlap": 1, "figure_false_negatives": 1}
+NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1}
 
 
 @pytest.mark.slow
 def test_outputs_and_nothing_left_to_do(done_workflow):
     wd = done_workflow
     for f in ["results/summary.csv", "results/metrics.csv", "results/tiny/fourier/fn_overlap.csv",
-              "results/tiny/models/n2_p22/seed1/model.json", "results/architectures.csv"]:
+              "results/tiny/models/n2_p22/seed1/model.json", "results/architectures.csv",
+              "results/tables/datasets.csv"]:
         assert (wd / f).is_file(), f
     counts, out = _dry(wd)
     assert counts == {} and "Nothing to be done" in out
 
 
 @pytest.mark.slow
+def test_every_figure_is_drawn_and_in_the_report(done_workflow):
+    from PIL import Image
+
+    wd = done_workflow
+    names = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf", "false_negatives",
+             "fn_overlap", "pooling_vs_dilation", "edges"]
+    for name in names:
+        png = wd / f"results/figures/tiny/{name}.png"
+        with Image.open(png) as im:
+            assert im.size[0] >= 400 and im.size[1] >= 250, (name, im.size)
+            assert len(set(im.convert("L").getdata())) > 20, f"{name} looks empty"
+        assert (wd / f"results/figures/tiny/{name}.svg").stat().st_size > 1000
+    proc = snakemake(wd, "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (wd / "results/report.html").read_text(errors="replace")
+    for name in names:
+        assert f"{name}.png" in html
+    assert "Dice vs receptive field" in html
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,edit,expected",
     [
-        ("sigma", lambda c: c["datasets"]["tiny"]["fourier"].update(sigma_nm=0.3), {"fourier": 1, **DOWNSTREAM}),
-        ("seed", lambda c: c["training"].update(seeds=[1, 2]), {"train": 2, "evaluate": 2, **DOWNSTREAM}),
-        ("arch", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p22_d112"),
-         {"train": 1, "evaluate": 1, **DOWNSTREAM}),
-        ("lr", lambda c: c["training"].update(lr=0.001), {"train": 2, "evaluate": 2, **DOWNSTREAM}),
+        ("sigma", lambda c: c["datasets"]["tiny"]["fourier"].update(sigma_nm=0.3),
+         {**AFTER_FOURIER, **AFTER_METRICS}),
+        ("seed", lambda c: c["training"].update(seeds=[1, 2]),
+         {"train": 3, "evaluate": 3, **NEW_MODELS, **AFTER_METRICS}),
+        ("arch", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p42"),
+         {"train": 1, "evaluate": 1, "erf": 1, "figure_erf": 1, "figure_examples": 1, **NEW_MODELS,
+          **AFTER_METRICS}),
+        ("lr", lambda c: c["training"].update(lr=0.001),
+         {"train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1, "figure_examples": 1, "figure_edges": 1,
+          **NEW_MODELS, **AFTER_METRICS}),
         ("patch", lambda c: c["datasets"]["tiny"]["patches"].update(min_particle_px=60),
-         {"patches": 1, "train": 2, "evaluate": 2, "fourier": 1, **DOWNSTREAM}),
+         {"patches": 1, "dataset_table": 1, "train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1,
+          "figure_examples": 1, "figure_edges": 1, **AFTER_FOURIER, **NEW_MODELS, **AFTER_METRICS}),
     ],
 )
 def test_config_change_reruns_only_affected_jobs(done_workflow, name, edit, expected):
@@ -66,7 +97,7 @@ def test_code_change_reruns_its_stage(done_workflow):
     try:
         f.write_text(original + "\n# edited\n")
         counts, _ = _dry(done_workflow)
-        assert counts == {"fourier": 1, **DOWNSTREAM}
+        assert counts == {**AFTER_FOURIER, **AFTER_METRICS}
     finally:
         f.write_text(original)
 
@@ -77,7 +108,7 @@ def test_code_change_reruns_its_stage(done_workflow):
         ("typo", lambda c: c["training"].update(epoch=3), "epoch"),
         ("path", lambda c: c["datasets"].update(
             real={"images": "nowhere/*.tif", "masks": "nowhere/{stem}.tif", "pixel_size_nm": 1.0,
-                  "patches": {"size": 64, "min_particle_px": 10}, "architectures": ["n2_p22"]}),
+                  "patches": {"size": 128, "min_particle_px": 10}, "architectures": ["n2_p22"]}),
          "datasets.real.images"),
         ("rf", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p88"),
          "n2_p88 has a receptive field of 392 px"),

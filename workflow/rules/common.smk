@@ -35,6 +35,7 @@ CODE = {
     "evaluate": code_fingerprint("evaluate.py", "metrics.py", "train.py", "models.py"),
     "fourier": code_fingerprint("fourier.py", "metrics.py", "data.py"),
     "aggregate": code_fingerprint("evaluate.py"),
+    "figures": code_fingerprint("figures", "erf.py", "metrics.py"),
 }
 
 
@@ -150,6 +151,8 @@ def all_targets():
             for ds in DATASETS
             if "fourier" in DATASETS[ds]
         ]
+        targets += [f for ds in DATASETS for f in figure_targets(ds)]
+        targets += [f"{RESULTS}/tables/datasets.csv"]
     return targets
 
 
@@ -257,3 +260,53 @@ def preprocess_source(wc, input):
     if "manifest" in d:
         return f"--manifest {d['manifest']}"
     return f"--images '{d['images']}' --masks '{d['masks']}'"
+
+
+def eval_files(ds, name):
+    return [
+        f"{RESULTS}/{ds}/eval/{a}/seed{s}/{name}"
+        for a in architectures(ds)
+        for s in seeds(ds)
+    ]
+
+
+def _plain(name):
+    spec = ArchSpec.from_name(name)
+    return spec.mode == "max" and set(spec.dilations) == {1}
+
+
+def example_evals(ds):
+    """Evaluations of the first seed of the smallest, a middle and the largest plain (max-pool, undilated) RF."""
+    plain = sorted(
+        (a for a in architectures(ds) if _plain(a)),
+        key=lambda a: receptive_field(build_model(ArchSpec.from_name(a))),
+    )
+    picks = (
+        list(dict.fromkeys([plain[0], plain[len(plain) // 2], plain[-1]]))
+        if plain
+        else []
+    )
+    return [f"{RESULTS}/{ds}/eval/{a}/seed{seeds(ds)[0]}/metrics.csv" for a in picks]
+
+
+def edge_pair(ds):
+    """(pooled, dilated) architectures of similar RF, for the edge figure; None when the dataset has no dilation."""
+    rf = {
+        a: receptive_field(build_model(ArchSpec.from_name(a)))
+        for a in architectures(ds)
+    }
+    dilated = [a for a in rf if set(ArchSpec.from_name(a).dilations) != {1}]
+    pooled = [a for a in rf if _plain(a)]
+    if not dilated or not pooled:
+        return None
+    d = max(dilated, key=rf.get)
+    return [min(pooled, key=lambda a: abs(rf[a] - rf[d])), d]
+
+
+def figure_targets(ds):
+    figs = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
+    if "fourier" in DATASETS[ds]:
+        figs += ["false_negatives", "fn_overlap"]
+    if edge_pair(ds):
+        figs += ["pooling_vs_dilation", "edges"]
+    return [f"{RESULTS}/figures/{ds}/{f}.png" for f in figs]
