@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/fourier.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:

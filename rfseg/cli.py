@@ -474,6 +474,53 @@ def _run_dataset_table(args):
     print(df.to_string(index=False))
 
 
+# ---------------------------------------------------------------------------------------------------------- predict
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="segment whole micrographs with trained models and measure the particles",
+                       description="rfseg predict MODEL [MODEL ...] IMAGE_OR_GLOB [...] --out DIR: arguments that "
+                                   "are folders with model.json are models, the rest are images (TIFF, DM3/DM4, "
+                                   "SER/EMI, EMD) or glob patterns.")
+    p.add_argument("paths", nargs="+", help="model folders, then images or glob patterns")
+    p.add_argument("--out", required=True)
+    p.add_argument("--select-best", metavar="SUMMARY_CSV",
+                   help="use only the models of the architecture with the best mean hard dice in this summary")
+    p.add_argument("--dataset", help="with --select-best: the dataset whose ranking to use")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--tta", action="store_true", help="average the 8 dihedral transforms")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tile", type=int, help="tile size in px (default: the training patch size)")
+    p.add_argument("--overlap", type=float, default=0.5, help="tile overlap as a fraction of the tile (0-0.9)")
+    p.add_argument("--on-pixel-mismatch", choices=["resample", "refuse"], default="resample")
+    p.add_argument("--pixel-size", type=_positive_float, help="nm/px for images without one")
+    p.add_argument("--min-area-nm2", type=float, default=0.0, help="drop particles smaller than this")
+    p.add_argument("--drop-border", action="store_true", help="drop particles touching the image border")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args):
+    from rfseg.predict import predict, select_best
+
+    models = [p for p in args.paths if (Path(p) / "model.json").is_file()]
+    images = [p for p in args.paths if p not in models]
+    if not models:
+        raise UserError("no model given: the first arguments must be run folders with model.pt and model.json")
+    if not images:
+        raise UserError("no image given: add micrograph files or glob patterns after the models")
+    if not 0 <= args.overlap < 0.95:
+        raise UserError(f"--overlap must be in [0, 0.95), got {args.overlap}")
+    if args.select_best:
+        if not args.dataset:
+            raise UserError("--select-best needs --dataset")
+        models = select_best(args.select_best, args.dataset, models)
+    summary = predict(models, images, args.out, device=args.device, tta=args.tta, batch_size=args.batch_size,
+                      tile=args.tile, overlap=args.overlap, on_pixel_mismatch=args.on_pixel_mismatch,
+                      pixel_size_nm=args.pixel_size, min_area_nm2=args.min_area_nm2, drop_border=args.drop_border,
+                      threads=args.threads)
+    print(f"segmented {len(summary)} micrographs with {len(models)} model(s) of {summary['arch'].iloc[0]}: "
+          f"{int(summary['particles'].sum())} particles -> {args.out}")
+
+
 # ---------------------------------------------------------------------------------------------------------- main
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage block): ``rfseg arch: error: ...``, exit 2."""
@@ -493,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS = [_add_arch, _add_arch_table, _add_simulate, _add_preprocess, _add_patches,
                 _add_train, _add_evaluate, _add_aggregate, _add_fourier, _add_fn_overlap,
-                _add_figure, _add_erf, _add_dataset_table]
+                _add_figure, _add_erf, _add_dataset_table, _add_predict]
 
 
 def _log_job_environment():

@@ -88,6 +88,9 @@ def preprocess_dataset(manifest: pd.DataFrame, out_dir, *, pixel_size_nm=None, x
             })
         df = pd.DataFrame(rows)
         io.write_csv(df, tmp / "manifest.csv")
+        io.write_json({"xray_threshold": xray_threshold, "xray_passes": xray_passes,
+                       "flat_field_sigma_nm": flat_field_sigma_nm, "target_pixel_size_nm": target_pixel_size_nm},
+                      tmp / "preprocess.json")
     return df
 
 
@@ -132,7 +135,9 @@ def make_patches(preprocessed_dir, out_dir, *, size: int, min_particle_px: int, 
     index["index_in_split"] = index.groupby("split").cumcount()
     out = Path(out_dir)
     tiles, masks = np.stack(tiles), np.stack(masks)
+    settings = pre / "preprocess.json"
     summary = {"dataset": dataset, "patch_size_px": size,
+               "preprocess": json.loads(settings.read_text()) if settings.is_file() else None,
                "pixel_size_nm": None if np.isnan(px_sizes[0]) else float(px_sizes[0]),
                "min_particle_px": min_particle_px, "n_images": int(len(manifest)), "splits": {}}
     for split in patches.SPLITS:

@@ -206,6 +206,7 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
         "arch": spec.to_dict(), "name": spec.name, "params": count_params(model), "rf_px": rf,
         "rf_nm": None if px is None else rf * px, "pixel_size_nm": px, "patch_size_px": size, "seed": seed, "training": asdict(cfg),
         "normalisation": "per-micrograph standardisation (mean 0, std 1) after the dataset's preprocessing",
+        "preprocess": summary.get("preprocess"),
         "weights": cfg.select, "best_epoch": best[1], "best_val_dice": best[0], "epochs_run": len(history),
         "final": history[-1] if history else None, "train_patches": len(x_train), "val_patches": len(x_val),
         "device": str(device), "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",

@@ -36,6 +36,9 @@ CODE = {
     "fourier": code_fingerprint("fourier.py", "metrics.py", "data.py"),
     "aggregate": code_fingerprint("evaluate.py"),
     "figures": code_fingerprint("figures", "erf.py", "metrics.py"),
+    "predict": code_fingerprint(
+        "predict.py", "preprocess.py", "io.py", "train.py", "models.py"
+    ),
 }
 
 
@@ -153,6 +156,8 @@ def all_targets():
         ]
         targets += [f for ds in DATASETS for f in figure_targets(ds)]
         targets += [f"{RESULTS}/tables/datasets.csv"]
+    if config.get("predict"):
+        targets += [f"{RESULTS}/predict/{config['predict']['name']}/segmented"]
     return targets
 
 
@@ -187,17 +192,7 @@ def _flags(pairs):
 
 
 def simulate_options(ds):
-    s = DATASETS[ds]["simulate"]
-    return _flags(
-        [
-            ("--n-images", s["n_images"]),
-            ("--seed", s["seed"]),
-            ("--size", s.get("size", 512)),
-            ("--pixel-size", s.get("pixel_size_nm")),
-            ("--diameter-nm", s.get("diameter_nm")),
-            ("--dose", s.get("dose_e_per_A2")),
-        ]
-    )
+    return simulate_options_for(DATASETS[ds]["simulate"])
 
 
 def preprocess_options(ds):
@@ -310,3 +305,73 @@ def figure_targets(ds):
     if edge_pair(ds):
         figs += ["pooling_vs_dilation", "edges"]
     return [f"{RESULTS}/figures/{ds}/{f}.png" for f in figs]
+
+
+PREDICT = config.get("predict")
+
+
+def simulate_options_for(s):
+    return _flags(
+        [
+            ("--n-images", s["n_images"]),
+            ("--seed", s["seed"]),
+            ("--size", s.get("size", 512)),
+            ("--pixel-size", s.get("pixel_size_nm")),
+            ("--diameter-nm", s.get("diameter_nm")),
+            ("--dose", s.get("dose_e_per_A2")),
+        ]
+    )
+
+
+def predict_model_dirs():
+    ds, arch = PREDICT["dataset"], PREDICT.get("arch", "best")
+    if ds not in DATASETS:
+        raise WorkflowError(
+            f"config predict.dataset: {ds!r} is not one of the datasets ({', '.join(DATASETS)})"
+        )
+    if arch != "best" and arch not in architectures(ds):
+        raise WorkflowError(
+            f"config predict.arch: {arch} is not trained for dataset {ds}: use 'best' or one of "
+            f"{', '.join(architectures(ds))}"
+        )
+    dirs = model_dirs(ds)
+    return dirs if arch == "best" else [d for d in dirs if f"/models/{arch}/" in d]
+
+
+def predict_inputs():
+    if "simulate" in PREDICT:
+        return [f"{RESULTS}/predict/{PREDICT['name']}/raw"]
+    files = sorted(_glob.glob(PREDICT["images"]))
+    if not files:
+        raise WorkflowError(
+            f"config predict.images: the pattern {PREDICT['images']!r} matches no file: fix the path"
+        )
+    return files
+
+
+def predict_image_args(wc, input):
+    if "simulate" in PREDICT:
+        return f"'{input.images}/images/*.tif'"
+    return " ".join(f"'{f}'" for f in input.images)
+
+
+def predict_select(wc, input):
+    if PREDICT.get("arch", "best") != "best":
+        return ""
+    return f"--select-best {input.summary} --dataset {PREDICT['dataset']}"
+
+
+def predict_options():
+    p = PREDICT
+    return _flags(
+        [
+            ("--tta", p.get("tta", False)),
+            ("--tile", p.get("tile")),
+            ("--overlap", p.get("overlap")),
+            ("--min-area-nm2", p.get("min_area_nm2")),
+            ("--drop-border", p.get("drop_border", False)),
+            ("--on-pixel-mismatch", p.get("on_pixel_mismatch")),
+            ("--pixel-size", p.get("pixel_size_nm")),
+            ("--device", config["compute"]["device"]),
+        ]
+    )
