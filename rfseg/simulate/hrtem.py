@@ -119,13 +119,16 @@ def _particle_mask(xy: np.ndarray, shape: tuple[int, int], pixel_a: float, grow:
 
 def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152, diameter_nm=(2.0, 6.0),
                    n_particles=(2, 4), dose_e_per_a2=(300.0, 3000.0), carbon_thickness_a=(30.0, 50.0),
-                   oversampling=2, threads=1):
+                   defocus_offset_a=0.0, oversampling=2, threads=1):
     """One HRTEM micrograph. Returns (intensity float32 (size, size), labels uint16, params dict)."""
     import abtem
     from ase import Atoms
     from ase.cluster import wulff_construction
 
-    abtem.config.set({"fftw.threads": threads, "diagnostics.progress_bar": False})
+    # FFTW_MEASURE may pick a different algorithm on every run and so change the last bits of the image (and with
+    # them the Poisson draws); FFTW_ESTIMATE plans the same way every time, so a seed gives the same micrograph.
+    abtem.config.set({"fftw.threads": threads, "fftw.planning_effort": "FFTW_ESTIMATE",
+                      "diagnostics.progress_bar": False})
     px = pixel_size_nm * 10
     L = size * px
     if L - 10 - 2 * (0.6 * diameter_nm[1] * 10 + 1.5) <= 0:
@@ -161,7 +164,8 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     atoms = Atoms(numbers=[6] * len(carbon) + [79] * len(au), positions=np.concatenate([carbon, au]),
                   cell=[L, L, cell_z], pbc=True)
     mid = np.mean([xyz[:, 2].mean() for xyz in particles]) if particles else top
-    defocus = scherzer_defocus_a() + (cell_z - mid)  # the CTF acts at the exit plane, below the particles
+    # the CTF acts at the exit plane, below the particles; an offset moves away from Scherzer (contrast knob)
+    defocus = scherzer_defocus_a() + defocus_offset_a + (cell_z - mid)
     potential = abtem.Potential(atoms, gpts=size * oversampling, slice_thickness=2, parametrization="lobato",
                                 projection="infinite")
     ctf = abtem.CTF(Cs=CS_A, defocus=defocus, focal_spread=30, semiangle_cutoff=30, energy=ENERGY_EV)
@@ -180,8 +184,8 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
 
 def simulate_dataset(n_images: int, seed: int, **kwargs):
     """Yield (name, image, labels, pixel_size_nm, params) for ``n_images`` micrographs from one seed."""
-    rng = np.random.default_rng(seed)
+    seeds = np.random.SeedSequence(seed).spawn(n_images)  # one stream per image: no image can shift the next
     px = kwargs.get("pixel_size_nm", 0.02152)
     for i in range(n_images):
-        image, labels, params = simulate_image(rng, **kwargs)
+        image, labels, params = simulate_image(np.random.default_rng(seeds[i]), **kwargs)
         yield f"hrtem_{i:03d}", image, labels, px, params

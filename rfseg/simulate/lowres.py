@@ -55,8 +55,8 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.1243, 
 
 def simulate_dataset(n_images: int, seed: int, **kwargs):
     """Yield (name, image, labels, pixel_size_nm, params) for ``n_images`` micrographs from one seed."""
-    rng = np.random.default_rng(seed)
+    seeds = np.random.SeedSequence(seed).spawn(n_images)  # one stream per image: no image can shift the next
     px = kwargs.get("pixel_size_nm", 0.1243)
     for i in range(n_images):
-        image, labels, params = simulate_image(rng, **kwargs)
+        image, labels, params = simulate_image(np.random.default_rng(seeds[i]), **kwargs)
         yield f"lowres_{i:03d}", image, labels, px, params
