@@ -105,6 +105,8 @@ def _add_simulate(sub):
     p.add_argument("--pixel-size", type=_positive_float, help="nm/px (default 0.02152 hrtem, 0.1243 lowres)")
     p.add_argument("--diameter-nm", type=_float_list, help="particle diameter range, e.g. 2,6")
     p.add_argument("--dose", type=_float_list, help="dose in e/A^2: a range lo,hi (hrtem) or one value (lowres)")
+    p.add_argument("--carbon-thickness-nm", type=_float_list, help="hrtem: support thickness range, e.g. 3,5")
+    p.add_argument("--defocus-offset-nm", type=float, default=0.0, help="hrtem: defocus away from Scherzer")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.csv)")
     p.set_defaults(func=_run_simulate)
@@ -124,8 +126,11 @@ def _run_simulate(args):
         from rfseg.simulate.hrtem import simulate_dataset
 
         kwargs["threads"] = args.threads
+        kwargs["defocus_offset_a"] = args.defocus_offset_nm * 10
+        if args.carbon_thickness_nm:
+            kwargs["carbon_thickness_a"] = tuple(10 * t for t in args.carbon_thickness_nm)
         if args.dose:
-            kwargs["dose_e_per_a2"] = args.dose
+            kwargs["dose_e_per_a2"] = (args.dose[0], args.dose[-1])
     else:
         from rfseg.simulate.lowres import simulate_dataset
 
@@ -366,6 +371,7 @@ FIGURES = {
     "edges": "zoomed edges, pooled vs dilated network (needs --patches, --evals POOLED DILATED)",
     "curves": "training and validation curves (needs --histories)",
     "erf": "effective receptive fields (needs --erfs, --models)",
+    "series": "best RF against particle size and contrast across datasets (needs --metrics, --fingerprints)",
 }
 
 
@@ -384,6 +390,7 @@ def _add_figure(sub):
     p.add_argument("--histories", nargs="+", default=[], help="history.csv files")
     p.add_argument("--erfs", nargs="+", default=[], help="ERF TIFFs")
     p.add_argument("--models", nargs="+", default=[], help="model.json files matching --erfs")
+    p.add_argument("--fingerprints", nargs="+", default=[], help="fingerprint CSV files")
     p.add_argument("--out", required=True, help="PNG to write (an SVG is written beside it)")
     p.set_defaults(func=_run_figure)
 
@@ -423,6 +430,9 @@ def _run_figure(args):
     elif k == "curves":
         need(histories=args.histories)
         training.curves(args.histories, ds, out)
+    elif k == "series":
+        need(metrics=args.metrics, fingerprints=args.fingerprints)
+        rf.series(args.metrics, args.fingerprints, out)
     elif k == "erf":
         need(erfs=args.erfs, models=args.models)
         if len(args.erfs) != len(args.models):
@@ -490,6 +500,8 @@ def _add_predict(sub):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tile", type=int, help="tile size in px (default: the training patch size)")
     p.add_argument("--overlap", type=float, default=0.5, help="tile overlap as a fraction of the tile (0-0.9)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bfloat16 where supported (as in training); fp32: reference")
     p.add_argument("--on-pixel-mismatch", choices=["resample", "refuse"], default="resample")
     p.add_argument("--pixel-size", type=_positive_float, help="nm/px for images without one")
     p.add_argument("--min-area-nm2", type=float, default=0.0, help="drop particles smaller than this")
@@ -514,11 +526,74 @@ def _run_predict(args):
             raise UserError("--select-best needs --dataset")
         models = select_best(args.select_best, args.dataset, models)
     summary = predict(models, images, args.out, device=args.device, tta=args.tta, batch_size=args.batch_size,
-                      tile=args.tile, overlap=args.overlap, on_pixel_mismatch=args.on_pixel_mismatch,
+                      tile=args.tile, overlap=args.overlap, precision=args.precision,
+                      on_pixel_mismatch=args.on_pixel_mismatch,
                       pixel_size_nm=args.pixel_size, min_area_nm2=args.min_area_nm2, drop_border=args.drop_border,
                       threads=args.threads)
     print(f"segmented {len(summary)} micrographs with {len(models)} model(s) of {summary['arch'].iloc[0]}: "
           f"{int(summary['particles'].sum())} particles -> {args.out}")
+
+
+# ---------------------------------------------------------------------------------------------- fingerprint, recommend
+def _add_fingerprint(sub):
+    p = sub.add_parser("fingerprint", help="particle size, contrast, fringe strength and balance of a dataset")
+    p.add_argument("--preprocessed", required=True)
+    p.add_argument("--patches", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--material", default="Au")
+    p.add_argument("--out", required=True, help="CSV (one row)")
+    p.set_defaults(func=_run_fingerprint)
+
+
+def _run_fingerprint(args):
+    import pandas as pd
+
+    from rfseg.fingerprint import fingerprint
+    from rfseg.io import write_csv
+
+    fp = fingerprint(args.preprocessed, args.patches, args.dataset, args.material)
+    write_csv(pd.DataFrame([fp]), args.out)
+    print(pd.Series(fp).to_string())
+
+
+def _add_recommend(sub):
+    p = sub.add_parser("recommend", help="recommended architecture and RF for a dataset")
+    p.add_argument("target", help="a dataset name (with --results or --fingerprints) or a fingerprint CSV")
+    p.add_argument("--results", help="summary.csv of a sweep (measured recommendation)")
+    p.add_argument("--fingerprints", nargs="*", default=[], help="fingerprint CSV files to look the dataset up in")
+    p.add_argument("--patch-px", type=int, default=512, help="patch size the architecture must fit")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_recommend)
+
+
+def _run_recommend(args):
+    import pandas as pd
+
+    from rfseg.recommend import best_rf, from_fingerprint
+
+    target = args.target
+    rec = None
+    if args.results:
+        if not Path(args.results).is_file():
+            raise UserError(f"{args.results}: results file not found")
+        summary = pd.read_csv(args.results)
+        if target in set(summary["dataset"]):
+            rec = best_rf(summary, target)
+    if rec is None:
+        fps = [Path(target)] if target.endswith(".csv") else [Path(f) for f in args.fingerprints]
+        rows = pd.concat([pd.read_csv(f) for f in fps if f.is_file()], ignore_index=True) if fps else pd.DataFrame()
+        if target.endswith(".csv") and not rows.empty:
+            rec = from_fingerprint(rows.iloc[0].to_dict(), args.patch_px)
+        elif not rows.empty and target in set(rows["dataset"]):
+            rec = from_fingerprint(rows[rows["dataset"] == target].iloc[0].to_dict(), args.patch_px)
+    if rec is None:
+        raise UserError(f"unknown dataset {target!r}: give --results with its sweep, --fingerprints with its "
+                        f"fingerprint, or a fingerprint CSV")
+    if args.json:
+        print(json.dumps(rec, indent=2))
+        return
+    nm = f" = {rec['rf_nm']:.3g} nm" if rec.get("rf_nm") else ""
+    print(f"{rec['dataset']}: use {rec['arch']} (RF {rec['rf_px']} px{nm}) [{rec['basis']}]\n  {rec['reason']}")
 
 
 # ---------------------------------------------------------------------------------------------------------- main
@@ -540,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS = [_add_arch, _add_arch_table, _add_simulate, _add_preprocess, _add_patches,
                 _add_train, _add_evaluate, _add_aggregate, _add_fourier, _add_fn_overlap,
-                _add_figure, _add_erf, _add_dataset_table, _add_predict]
+                _add_figure, _add_erf, _add_dataset_table, _add_predict,
+                _add_fingerprint, _add_recommend]
 
 
 def _log_job_environment():

@@ -40,12 +40,19 @@ def tile_starts(length: int, tile: int, step: int) -> list[int]:
 
 @torch.no_grad()
 def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.5, batch_size: int = 8,
-                               device="cpu", tta: bool = False) -> np.ndarray:
+                               device="cpu", tta: bool = False, precision: str = "fp32") -> np.ndarray:
     """Particle probability (H, W) float32 of one preprocessed image (H, W) float32.
 
     The image is reflect-padded to at least one tile and to a multiple of the model's downsampling; tiles of
     ``tile`` px step by ``tile * (1 - overlap)``; predictions are blended with :func:`gaussian_weight`. Memory is two
-    float32 image-sized accumulators plus one batch of tiles."""
+    float32 image-sized accumulators plus one batch of tiles. ``precision`` "auto" runs the network in bfloat16
+    (channels-last) where supported, as training does; "fp32" is the reference."""
+    from rfseg.train import autocast_dtype, autocast_factory
+
+    device = torch.device(device)
+    amp = autocast_factory(device, autocast_dtype(precision, device))
+    memfmt = torch.channels_last if precision != "fp32" else torch.contiguous_format
+    model = model.to(memory_format=memfmt)
     k = model.spec.downsampling
     if tile % k:
         raise UserError(f"tile size {tile} px is not a multiple of {k} (product of the pools of {model.spec.name})")
@@ -65,7 +72,9 @@ def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: flo
         x = x.to(device)
         p = 0
         for t in transforms:
-            p = p + dihedral_inverse(torch.softmax(model(dihedral(x, t)).float(), 1)[:, 1], t)
+            with amp():
+                logits = model(dihedral(x, t).contiguous(memory_format=memfmt))
+            p = p + dihedral_inverse(torch.softmax(logits.float(), 1)[:, 1], t)
         p = (p / len(transforms)).cpu().numpy()
         for (y, x0), pt in zip(chunk, p):
             acc[y:y + tile_h, x0:x0 + tile_w] += pt * weight
@@ -130,6 +139,7 @@ def expand_images(patterns) -> list[Path]:
 
 
 def predict(model_dirs, images, out_dir, *, device="cpu", tta=False, batch_size=8, tile=None, overlap=0.5,
+            precision="auto",
             on_pixel_mismatch="resample", pixel_tolerance=0.01, pixel_size_nm=None, min_area_nm2=0.0,
             drop_border=False, threads=1, progress=True) -> pd.DataFrame:
     """Segment every image with the ensemble of ``model_dirs``; write per-image TIFFs and particle tables plus
@@ -169,7 +179,7 @@ def predict(model_dirs, images, out_dir, *, device="cpu", tta=False, batch_size=
         original_shape = img.data.shape
         data, _, _ = preprocess.preprocess(img.data, None, img.pixel_size_nm if px_model else None,
                                            target_pixel_size_nm=target, **settings)
-        probs = np.stack([sliding_window_probability(m, data, tile, overlap, batch_size, dev, tta)
+        probs = np.stack([sliding_window_probability(m, data, tile, overlap, batch_size, dev, tta, precision)
                           for m, _ in models])
         prob = probs.mean(0)
         if target is not None and not np.isclose(*img.pixel_size_nm, rtol=1e-3):

@@ -59,6 +59,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if supported else None
 
 
+def autocast_factory(device: torch.device, dtype: torch.dtype | None):
+    """A zero-argument callable giving the autocast context of a run (a no-op for float32)."""
+    return lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def epoch_plan(seed: int, epoch: int, n: int, augment: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(patch indices, dihedral transform ids) of one epoch, from (seed, epoch) only."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -88,6 +93,19 @@ def validate(model, images: torch.Tensor, masks: torch.Tensor, batch_size: int, 
             a, b = _hard_dice(logits, y)
             inter, total = inter + a, total + b
     return loss_sum / max(len(images), 1), (inter / total if total else 1.0)
+
+
+def train_step(model, opt, amp, memfmt, x_all, y_all, batch_idx, transforms) -> torch.Tensor:
+    """One optimisation step on patches ``x_all[batch_idx]`` (already on the device), each in its dihedral form
+    ``transforms[i]``, augmented on the fly on tensors. Returns the detached batch loss."""
+    x = dihedral_batch(x_all[batch_idx], transforms).contiguous(memory_format=memfmt)
+    y = dihedral_batch(y_all[batch_idx][:, None], transforms)[:, 0]
+    with amp():
+        loss = F.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def _config_hash(spec: ArchSpec, cfg: TrainConfig, seed: int, patch_summary: dict) -> str:
@@ -147,9 +165,7 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     dtype = autocast_dtype(cfg.precision, device)
 
-    def amp():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
+    amp = autocast_factory(device, dtype)
     chash = _config_hash(spec, cfg, seed, summary)
     ckpt_path, history, start, best = out / "checkpoint.pt", [], 0, (-1.0, -1)
     if ckpt_path.exists() and (ckpt := _load_checkpoint(ckpt_path, chash)):
@@ -168,14 +184,7 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
             loss_sum = 0.0
             for i in range(0, len(idx), cfg.batch_size):
                 b, k = idx[i:i + cfg.batch_size].to(device), ks[i:i + cfg.batch_size].to(device)
-                x = dihedral_batch(x_train[b], k).contiguous(memory_format=memfmt)
-                y = dihedral_batch(y_train[b][:, None], k)[:, 0]
-                with amp():
-                    loss = F.cross_entropy(model(x).float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach() * len(b)
+                loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
             history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / len(idx), "val_loss": val_loss,
                             "val_dice": val_dice, "seconds": time.perf_counter() - t0})

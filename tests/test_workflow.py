@@ -173,3 +173,32 @@ def test_paper_config_plans_the_full_study(tmp_path):
     # N=2: 9 pooling combinations fit 512 px, N=3: 14, N=4: 7; plus 7 dilated N=2 variants on HRTEM
     assert counts["train"] == 5 * ((9 + 14 + 7 + 7) + (9 + 14 + 7))
     assert counts["fourier"] == 1 and counts["preprocess"] == 2
+
+
+def test_series_config_plans_one_sweep_per_point(tmp_path):
+    wd = scratch_copy(tmp_path, config="configs/series.yaml")
+    counts, _ = _dry(wd)
+    assert counts["simulate"] == 5 and counts["fingerprint"] == 5 and counts["figure_series"] == 1
+    assert counts["train"] == 5 * 3 * 2 and "predict" not in counts
+
+
+@pytest.mark.slow
+def test_reduced_series_runs_end_to_end(tmp_path):
+    """configs/series.yaml shrunk to seconds (small images and particles, one seed, one epoch) runs to the figure."""
+    wd = scratch_copy(tmp_path, config="configs/series.yaml")
+
+    def shrink(c):
+        c["training"].update(seeds=[1], epochs=1)
+        for name in list(c["datasets"])[2:]:
+            del c["datasets"][name]
+        for d in c["datasets"].values():
+            d["simulate"].update(n_images=3, size=256, diameter_nm=[1.5, 2.5])
+            d["patches"].update(size=128, min_particle_px=50)
+            d["architectures"] = ["n2_p22", "n2_p24"]
+
+    cfg = _variant(wd, "reduced", shrink)
+    (wd / "config.yaml").write_text(cfg.read_text())
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (wd / "results/series/figures/series.png").is_file()
+    assert len(list((wd / "results/series").glob("*/fingerprint.csv"))) == 2

@@ -33,6 +33,23 @@ def _pick_patches(masks, k):
     return list(np.argsort(-masks.reshape(len(masks), -1).sum(1))[:k])
 
 
+def _panel_grid(patch_dir, eval_dirs, n_examples):
+    """Test split, evaluations sorted by RF, the chosen patches, and a grid with two leading columns + one per
+    network."""
+    images, masks = _test_split(patch_dir)
+    evals = sorted((_eval(d) for d in eval_dirs), key=lambda e: e[0]["rf_px"])
+    idx = _pick_patches(masks, n_examples)
+    ncol = 2 + len(evals)
+    fig, axes = plt.subplots(len(idx), ncol, figsize=(2.6 * ncol, 2.6 * len(idx)), squeeze=False)
+    return images, masks, evals, idx, fig, axes
+
+
+def _no_ticks(axes):
+    for ax in np.ravel(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
 def _rf_label(m):
     nm = f", {m['rf_nm']:.2g} nm" if pd.notna(m.get("rf_nm")) else ""
     return f"{m['arch']} (RF {int(m['rf_px'])} px{nm})"
@@ -42,11 +59,7 @@ def examples(patch_dir, eval_dirs, dataset: str, out, n_examples: int = 3) -> No
     """Test patches with the RF of each network drawn as a square, then each network's hard segmentation with its
     per-patch hard dice in the corner (columns: networks sorted by RF)."""
     style()
-    images, masks = _test_split(patch_dir)
-    evals = sorted((_eval(d) for d in eval_dirs), key=lambda e: e[0]["rf_px"])
-    idx = _pick_patches(masks, n_examples)
-    ncol = 2 + len(evals)
-    fig, axes = plt.subplots(len(idx), ncol, figsize=(2.6 * ncol, 2.6 * len(idx)), squeeze=False)
+    images, masks, evals, idx, fig, axes = _panel_grid(patch_dir, eval_dirs, n_examples)
     for r, i in enumerate(idx):
         h, w = images[i].shape
         axes[r, 0].imshow(images[i], cmap="gray")
@@ -65,9 +78,7 @@ def examples(patch_dir, eval_dirs, dataset: str, out, n_examples: int = 3) -> No
     axes[0, 1].set_title("ground truth")
     for c, (m, _) in enumerate(evals):
         axes[0, 2 + c].set_title(_rf_label(m), color=PALETTE[c], fontsize=9)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _no_ticks(axes)
     fig.suptitle(f"{dataset}: example test segmentations (hard dice per patch)")
     save(fig, out)
 
@@ -75,12 +86,8 @@ def examples(patch_dir, eval_dirs, dataset: str, out, n_examples: int = 3) -> No
 def false_negatives(patch_dir, fourier_dir, eval_dirs, dataset: str, out, n_examples: int = 2) -> None:
     """False-negative maps of Fourier filtering and of each network on the same test patches (Fig. 7)."""
     style()
-    images, masks = _test_split(patch_dir)
     fourier_fn, note = _fourier_fn(fourier_dir)
-    evals = sorted((_eval(d) for d in eval_dirs), key=lambda e: e[0]["rf_px"])
-    idx = _pick_patches(masks, n_examples)
-    ncol = 2 + len(evals)
-    fig, axes = plt.subplots(len(idx), ncol, figsize=(2.6 * ncol, 2.6 * len(idx)), squeeze=False)
+    images, masks, evals, idx, fig, axes = _panel_grid(patch_dir, eval_dirs, n_examples)
     for r, i in enumerate(idx):
         axes[r, 0].imshow(images[i], cmap="gray")
         if fourier_fn is None:
@@ -93,9 +100,7 @@ def false_negatives(patch_dir, fourier_dir, eval_dirs, dataset: str, out, n_exam
     axes[0, 1].set_title("Fourier filter FN")
     for c, (m, _) in enumerate(evals):
         axes[0, 2 + c].set_title(_rf_label(m) + " FN", fontsize=9)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _no_ticks(axes)
     fig.suptitle(f"{dataset}: false negatives (bright = particle pixel missed)")
     save(fig, out)
 
@@ -153,8 +158,7 @@ def edges(patch_dir, pooled_dir, dilated_dir, dataset: str, out) -> None:
         ax.imshow(img, cmap=cmap, vmin=0 if cmap == "viridis" else None, vmax=1 if cmap == "viridis" else None)
         ax.contour(masks[i][crop], [0.5], colors="r", linewidths=0.8)
         ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _no_ticks(axes)
     fig.suptitle(f"{dataset}: particle edges, pooling vs dilation (probability; red: true edge)")
     save(fig, out)
 
@@ -172,7 +176,6 @@ def erf_maps(erf_tifs, model_jsons, dataset: str, out) -> None:
         rf = meta["rf_px"]
         ax.add_patch(Rectangle((w / 2 - rf / 2, h / 2 - rf / 2), rf, rf, fill=False, color="c", lw=1.5))
         ax.set_title(f"{meta['name']}: RF {rf} px", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _no_ticks(axes)
     fig.suptitle(f"{dataset}: effective receptive field, log10 |d out / d in| (cyan: theoretical RF)")
     save(fig, out)

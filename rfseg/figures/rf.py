@@ -113,3 +113,37 @@ def size_bins(particle_csvs, metrics_csv, dataset: str, out, n_bins: int = 3) ->
     hx.set_xlabel(f"equivalent diameter ({unit})")
     hx.set_ylabel("test particles")
     save(fig, out)
+
+
+def series(metrics_csv, fingerprint_csvs, out) -> None:
+    """The best RF (smallest within one seed std of the best mean hard dice) of each dataset against its median
+    particle diameter and its amplitude contrast (the simulated series of configs/series.yaml)."""
+    from rfseg.evaluate import aggregate
+    from rfseg.recommend import best_rf
+
+    style()
+    require(metrics_csv, *fingerprint_csvs)
+    summary = aggregate(pd.read_csv(metrics_csv))
+    fps = pd.concat([pd.read_csv(f) for f in fingerprint_csvs], ignore_index=True).set_index("dataset")
+    rows = []
+    for ds in fps.index:
+        if ((summary["dataset"] == ds) & (summary["method"] == "unet")).any():
+            b = best_rf(summary, ds)
+            rows.append({"dataset": ds, "best_rf": b["rf_nm"] if b["rf_nm"] is not None else b["rf_px"],
+                         **fps.loc[ds].to_dict()})
+    if not rows:
+        raise UserError(f"{metrics_csv} has no network results for the fingerprinted datasets")
+    t = pd.DataFrame(rows)
+    size_col = "diameter_median_nm" if "diameter_median_nm" in t and t["diameter_median_nm"].notna().any() \
+        else "diameter_median_px"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, col, label in [(axes[0], size_col, f"median particle diameter ({size_col.rsplit('_', 1)[1]})"),
+                           (axes[1], "abs_amplitude_contrast", "|amplitude contrast| (background std)")]:
+        ax.scatter(t[col], t["best_rf"], color=PALETTE[0], s=40)
+        for _, r in t.iterrows():
+            ax.annotate(r["dataset"], (r[col], r["best_rf"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("best RF (nm): smallest within 1 std of the top")
+    fig.suptitle("Which receptive field does each dataset need?")
+    save(fig, out)

@@ -36,6 +36,7 @@ CODE = {
     "fourier": code_fingerprint("fourier.py", "metrics.py", "data.py"),
     "aggregate": code_fingerprint("evaluate.py"),
     "figures": code_fingerprint("figures", "erf.py", "metrics.py"),
+    "fingerprint": code_fingerprint("fingerprint.py", "fourier.py", "data.py"),
     "predict": code_fingerprint(
         "predict.py", "preprocess.py", "io.py", "train.py", "models.py"
     ),
@@ -156,6 +157,9 @@ def all_targets():
         ]
         targets += [f for ds in DATASETS for f in figure_targets(ds)]
         targets += [f"{RESULTS}/tables/datasets.csv"]
+        targets += [f"{RESULTS}/{ds}/fingerprint.csv" for ds in DATASETS]
+        if config.get("series_figure"):
+            targets += [f"{RESULTS}/figures/series.png"]
     if config.get("predict"):
         targets += [f"{RESULTS}/predict/{config['predict']['name']}/segmented"]
     return targets
@@ -319,6 +323,8 @@ def simulate_options_for(s):
             ("--pixel-size", s.get("pixel_size_nm")),
             ("--diameter-nm", s.get("diameter_nm")),
             ("--dose", s.get("dose_e_per_A2")),
+            ("--carbon-thickness-nm", s.get("carbon_thickness_nm")),
+            ("--defocus-offset-nm", s.get("defocus_offset_nm")),
         ]
     )
 

@@ -237,3 +237,49 @@ rule dataset_table:
         code=CODE["figures"],
     shell:
         "rfseg dataset-table {input} --out {output} > {log} 2>&1"
+
+
+rule fingerprint:
+    input:
+        pre=f"{RESULTS}/{{dataset}}/preprocessed",
+        patches=f"{RESULTS}/{{dataset}}/patches",
+    output:
+        report(
+            f"{RESULTS}/{{dataset}}/fingerprint.csv",
+            caption="../report/fingerprint.rst",
+            category="Tables",
+        ),
+    log:
+        f"{RESULTS}/logs/fingerprint/{{dataset}}.log",
+    conda:
+        "../envs/rfseg.yaml"
+    params:
+        material=lambda wc: DATASETS[wc.dataset]
+        .get("fourier", {})
+        .get("material", "Au"),
+        code=CODE["fingerprint"],
+    shell:
+        "rfseg fingerprint --preprocessed {input.pre} --patches {input.patches} --dataset {wildcards.dataset}"
+        " --material {params.material} --out {output} > {log} 2>&1"
+
+
+rule figure_series:
+    input:
+        metrics=f"{RESULTS}/metrics.csv",
+        fingerprints=[f"{RESULTS}/{ds}/fingerprint.csv" for ds in DATASETS],
+    output:
+        png=report(
+            f"{RESULTS}/figures/series.png",
+            caption="../report/series.rst",
+            category="Simulated series",
+        ),
+        svg=f"{RESULTS}/figures/series.svg",
+    log:
+        f"{RESULTS}/logs/figures/series.log",
+    conda:
+        "../envs/rfseg.yaml"
+    params:
+        code=CODE["figures"],
+    shell:
+        "rfseg figure series --dataset all --metrics {input.metrics} --fingerprints {input.fingerprints}"
+        " --out {output.png} > {log} 2>&1"

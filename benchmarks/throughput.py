@@ -1,0 +1,190 @@
+"""Training and inference throughput of rfseg against a plain reference, printed as JSON.
+
+    python -m benchmarks.throughput            # full: N=2 pools 4,4 and N=4 pools 2,2,2,2; 256 and 512 px patches
+    python -m benchmarks.throughput --quick    # seconds: checks that everything runs (CI)
+
+Reference (the paper's plain setup, kept here as the baseline): eager PyTorch, float32, NCHW, the 8 dihedral
+augmentations materialised as numpy arrays and sliced into batches. rfseg: ``rfseg.train.train_step`` exactly as the
+pipeline runs it (patches held as tensors, augmentation on the fly on tensors, channels-last, bfloat16 autocast where
+the CPU supports it, CUDA autocast on a GPU). Every configuration runs in a fresh process, so each peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _data(n, size, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, size, size)).astype(np.float32)
+    y = (rng.random((n, size, size)) < 0.2).astype(np.uint8)
+    return x, y
+
+
+def _reference(spec_name, size, batch, steps, threads, device):
+    from rfseg.models import ArchSpec, build_model
+
+    torch.set_num_threads(threads)
+    x, y = _data(2 * batch, size)
+    # materialised 8x augmentation, as the paper's code did
+    aug_x = np.concatenate([np.rot90(x, k % 4, axes=(1, 2))[..., ::-1] if k >= 4 else np.rot90(x, k % 4, axes=(1, 2))
+                            for k in range(8)]).copy()
+    aug_y = np.concatenate([np.rot90(y, k % 4, axes=(1, 2))[..., ::-1] if k >= 4 else np.rot90(y, k % 4, axes=(1, 2))
+                            for k in range(8)]).copy()
+    model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    order = np.random.default_rng(1).permutation(len(aug_x))
+
+    def step(i):
+        b = order[(i * batch) % len(order):][:batch]
+        xb = torch.from_numpy(aug_x[b][:, None]).to(device)
+        yb = torch.from_numpy(aug_y[b]).long().to(device)
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def _rfseg(spec_name, size, batch, steps, threads, device):
+    from rfseg.models import ArchSpec, build_model
+    from rfseg.train import autocast_dtype, autocast_factory, epoch_plan, train_step
+
+    torch.set_num_threads(threads)
+    x, y = _data(2 * batch, size)
+    memfmt = torch.channels_last
+    xt = torch.from_numpy(x)[:, None].to(device).contiguous(memory_format=memfmt)
+    yt = torch.from_numpy(y).long().to(device)
+    model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device, memory_format=memfmt)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    amp = autocast_factory(device, autocast_dtype("auto", device))
+    idx, ks = epoch_plan(1, 0, len(xt), "all8")
+
+    def step(i):
+        j = (i * batch) % len(idx)
+        return train_step(model, opt, amp, memfmt, xt, yt, idx[j:j + batch].to(device), ks[j:j + batch].to(device))
+
+    return step
+
+
+def _time_training(args):
+    method, spec_name, size, batch, steps, threads = args
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    step = (_reference if method == "reference" else _rfseg)(spec_name, size, batch, steps, threads, device)
+    for i in range(2):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    float(loss)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    out = {"patches_per_s": steps * batch / dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _time_inference(args):
+    spec_name, size, tile, overlap, threads, precision = args
+    from rfseg.models import ArchSpec, build_model
+    from rfseg.predict import sliding_window_probability
+
+    torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device).eval()
+    image = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
+    kw = dict(device=device, precision=precision)
+    sliding_window_probability(model, image[:tile, :tile], tile, overlap, **kw)  # warm-up
+    t = time.perf_counter()
+    sliding_window_probability(model, image, tile, overlap, batch_size=8, **kw)
+    dt = time.perf_counter() - t
+    return {"megapixels_per_s": size * size / dt / 1e6, "seconds": dt,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _accuracy(args):
+    """Test dice of the same short training in float32 and in the fast path (and a second fp32 seed for noise)."""
+    epochs, threads = args
+    import tempfile
+
+    from rfseg import data
+    from rfseg.evaluate import evaluate
+    from rfseg.models import ArchSpec
+    from rfseg.simulate import lowres, write_dataset
+    from rfseg.train import TrainConfig, train
+
+    import contextlib
+    import sys
+
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(sys.stderr):
+        write_dataset(f"{d}/sim", lowres.simulate_dataset(6, 3, size=256))
+        data.preprocess_dataset(data.read_manifest(f"{d}/sim/manifest.csv"), f"{d}/pre")
+        data.make_patches(f"{d}/pre", f"{d}/p", size=128, min_particle_px=200)
+        out = {}
+        for label, precision, seed in [("fp32", "fp32", 1), ("fast", "auto", 1), ("fp32_seed2", "fp32", 2)]:
+            cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, augment="random8", precision=precision)
+            train(f"{d}/p", f"{d}/{label}", ArchSpec(2, (2, 2)), seed, cfg, threads=threads)
+            out[label] = evaluate(f"{d}/{label}", f"{d}/p", f"{d}/e{label}", "bench")["global_dice"]
+        out["fast_minus_fp32"] = out["fast"] - out["fp32"]
+        out["seed_noise_fp32"] = out["fp32_seed2"] - out["fp32"]
+        return out
+
+
+def _run(fn, args):
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, (args,))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes and step counts, only to check it works")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args(argv)
+    if args.quick:
+        train_cfgs = [("n2_p44", 64, 8), ("n4_p2222", 64, 8)]
+        steps, inf, acc_epochs = 2, ("n2_p44", 512, 128, 0.5), 2
+    else:
+        train_cfgs = [(a, s, b) for a in ("n2_p44", "n4_p2222") for s, b in ((256, 16), (512, 8))]
+        steps, inf, acc_epochs = 10, ("n2_p44", 4096, 512, 0.5), 15
+    result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                          "torch": torch.__version__},
+              "quick": args.quick, "training": []}
+    for arch, size, batch in train_cfgs:
+        row = {"arch": arch, "patch_px": size, "batch": batch, "steps": steps}
+        for method in ("reference", "rfseg"):
+            row[method] = _run(_time_training, (method, arch, size, batch, steps, args.threads))
+        row["speedup"] = row["rfseg"]["patches_per_s"] / row["reference"]["patches_per_s"]
+        result["training"].append(row)
+        print(json.dumps(row), flush=True, file=__import__("sys").stderr)
+    arch, size, tile, _ = inf
+    result["inference"] = []
+    for overlap in (0.5, 0.25):
+        for precision in ("fp32", "auto"):
+            row = {"arch": arch, "image_px": size, "tile_px": tile, "overlap": overlap, "precision": precision,
+                   **_run(_time_inference, (arch, size, tile, overlap, args.threads, precision))}
+            result["inference"].append(row)
+            print(json.dumps(row), flush=True, file=__import__("sys").stderr)
+    result["accuracy"] = {"epochs": acc_epochs, **_run(_accuracy, (acc_epochs, args.threads))}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
