@@ -1,12 +1,18 @@
 # Shared helpers: dataset and architecture lists from the config, target lists, per-stage code fingerprints.
 import glob as _glob
 import hashlib
+import os
+import sys
 from pathlib import Path
 
 import rfseg
 from rfseg.errors import UserError
 from rfseg.models import ArchSpec, build_model, receptive_field, sweep
 from snakemake.exceptions import WorkflowError
+
+# Jobs call the `rfseg` installed beside the Python that runs Snakemake, also when its venv is not activated
+# (e.g. `.venv/bin/snakemake ...`); the SLURM executor passes this PATH on to its jobs.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 RESULTS = config["results"]
 PACKAGE = Path(rfseg.__file__).parent
