@@ -41,6 +41,17 @@ def save(fig, out) -> None:
     plt.close(fig)
 
 
+def log_rf_axis(ax, label: str) -> None:
+    """Log-scaled RF axis with plain-number tick labels (0.5, 1, 2, 5 rather than 5x10^-1 ...)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
+
+
 def rf_axis(df):
     """The RF column to plot and its label: nm when the data are calibrated, px otherwise."""
     if "rf_nm" in df and df["rf_nm"].notna().any():

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rfseg.errors import UserError
-from rfseg.figures import PALETTE, plt, require, rf_axis, save, style
+from rfseg.figures import PALETTE, log_rf_axis, plt, require, rf_axis, save, style
 
 
 def _load_rows(metrics_csv, dataset):
@@ -46,8 +46,7 @@ def dice_vs_rf(metrics_csv, dataset: str, out) -> None:
             ax.axhspan(f[metric] - 0.003, f[metric] + 0.003, color="0.5", alpha=0.5)
             ax.text(nets[x].min(), f[metric], " Fourier filter", va="bottom",
                     color="0.3", fontsize=9)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
+        log_rf_axis(ax, xlabel)
         ax.set_title(f"{dataset}: {metric.replace('_', ' ')}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("dice (mean ± std over seeds)")
@@ -70,8 +69,7 @@ def dilation_vs_pooling(metrics_csv, dataset: str, out) -> None:
         s = _mean_std(df, x, "hard_dice")
         ax.errorbar(s[x], s["mean"], yerr=s["std"].fillna(0), marker="os"[i], capsize=3, color=PALETTE[i],
                     label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
+    log_rf_axis(ax, xlabel)
     ax.set_ylabel("hard dice (mean ± std over seeds)")
     ax.set_title(f"{dataset}: pooling vs dilation, N = 2")
     ax.grid(True, which="both", alpha=0.3)
@@ -104,8 +102,7 @@ def size_bins(particle_csvs, metrics_csv, dataset: str, out, n_bins: int = 3) ->
                     label=f"{b.left:.3g}-{b.right:.3g} {unit}")
         hx.hist(first.loc[pd.cut(first[size_col], edges, include_lowest=True) == b, size_col], bins=8,
                 color=PALETTE[i], alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
+    log_rf_axis(ax, xlabel)
     ax.set_ylabel("recovered fraction per particle")
     ax.set_title(f"{dataset}: by particle size")
     ax.legend(title="equivalent diameter")
