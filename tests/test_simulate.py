@@ -19,7 +19,6 @@ def test_hrtem_shows_au_fringes_in_particles_only():
     from rfseg.simulate.hrtem import scherzer_defocus_a, simulate_dataset
 
     assert scherzer_defocus_a() == pytest.approx(-66.6, abs=0.1)
-    px = 0.02152
     lattice, control = [], []
     # Demo settings at a high dose, so that the fringes of zone-axis particles stand above the shot noise.
     for _, image, labels, p, params in simulate_dataset(6, 5, dose_e_per_a2=(2000, 3000), threads=2):

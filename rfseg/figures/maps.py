@@ -11,7 +11,6 @@ import pandas as pd
 import tifffile
 from matplotlib.patches import Rectangle
 
-from rfseg.errors import UserError
 from rfseg.figures import PALETTE, plt, require, save, style
 from rfseg.metrics import dice_per_patch
 
