@@ -142,10 +142,18 @@ def _run_simulate(args):
 
 
 def _progress(iterable, total, desc):
-    """A tqdm bar when interactive, one line per item in logs."""
-    from tqdm import tqdm
+    """A tqdm bar on a terminal; in a log file (Snakemake jobs) one line per item with the elapsed time."""
+    import time
 
-    return tqdm(iterable, total=total, desc=desc, disable=None, mininterval=2)
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, mininterval=2)
+        return
+    t0 = time.perf_counter()
+    for i, item in enumerate(iterable, start=1):
+        print(f"{desc}: {i}/{total} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        yield item
 
 
 def _add_preprocess(sub):
@@ -624,7 +632,8 @@ def _log_job_environment():
     import os
 
     keys = {"SLURM_JOB_ID": "slurm_job", "CUDA_VISIBLE_DEVICES": "cuda_visible_devices"}
-    print("[rfseg] " + " ".join(f"{v}={os.environ.get(k, '-')}" for k, v in keys.items()), flush=True)
+    print("[rfseg] " + " ".join(f"{v}={os.environ.get(k, '-')}" for k, v in keys.items()), flush=True,
+          file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

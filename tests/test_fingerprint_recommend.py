@@ -29,7 +29,9 @@ def test_fingerprints_tell_hrtem_from_lowres(tmp_path, cli):
             "--dataset", name, "--out", out, check_rc=0)
         fps[name] = pd.read_csv(out).iloc[0]
     h, lo = fps["hrtem"], fps["lowres"]
-    assert lo["abs_amplitude_contrast"] > 2 > h["abs_amplitude_contrast"]  # low-res: strong amplitude contrast
+    # low-res: strong amplitude contrast; HRTEM: weak (the particles are only slightly darker than the carbon)
+    assert lo["abs_amplitude_contrast"] > 2 * h["abs_amplitude_contrast"]
+    assert lo["abs_amplitude_contrast"] > 1.0 > h["abs_amplitude_contrast"]
     assert math.isnan(lo["fringe_share"])  # the lattice is not resolved at 0.1243 nm/px
     assert h["fringe_share"] > 0.2  # HRTEM: a clear share of particle area carries fringes
     assert 2 <= h["diameter_median_nm"] <= 6.5 and 12 <= lo["diameter_median_nm"] <= 28

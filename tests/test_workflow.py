@@ -83,7 +83,7 @@ def test_every_figure_is_drawn_and_in_the_report(done_workflow):
          {"train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1, "figure_examples": 1, "figure_edges": 1,
           **NEW_MODELS, **AFTER_METRICS}),
         ("patch", lambda c: c["datasets"]["tiny"]["patches"].update(min_particle_px=60),
-         {"patches": 1, "dataset_table": 1, "train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1,
+         {"patches": 1, "dataset_table": 1, "fingerprint": 1, "train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1,
           "figure_examples": 1, "figure_edges": 1, **AFTER_FOURIER, **NEW_MODELS, **AFTER_METRICS}),
     ],
 )
@@ -99,7 +99,7 @@ def test_code_change_reruns_its_stage(done_workflow):
     try:
         f.write_text(original + "\n# edited\n")
         counts, _ = _dry(done_workflow)
-        assert counts == {**AFTER_FOURIER, **AFTER_METRICS}
+        assert counts == {**AFTER_FOURIER, **AFTER_METRICS, "fingerprint": 1}  # the fingerprint uses fourier.py
     finally:
         f.write_text(original)
 
