@@ -13,6 +13,11 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# PATH gets the directory of the running Python prepended (workflow/rules/common.smk), so jobs find `rfseg`.
+envvars:
+    "PATH",
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

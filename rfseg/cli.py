@@ -346,8 +346,9 @@ def _run_fn_overlap(args):
     fdir = Path(args.fourier)
     if not (fdir / "false_negatives.tif").is_file():
         note = pd.read_csv(fdir / "metrics.csv")["note"].iloc[0] if (fdir / "metrics.csv").is_file() else ""
-        write_csv(pd.DataFrame(columns=["dataset", "arch", "seed", "rf_px", "rf_nm", "patch", "network", "jaccard"]).assign(
-            note=[]), args.out)
+        columns = ["dataset", "arch", "seed", "rf_px", "rf_nm", "patch", "network", "jaccard", "fourier_fn_px",
+                   "network_fn_px"]
+        write_csv(pd.DataFrame(columns=columns), args.out)
         print(f"no Fourier false-negative maps in {fdir} ({note or 'baseline not run'}): wrote an empty table")
         return
     fourier_fn = tifffile.imread(fdir / "false_negatives.tif").astype(bool)

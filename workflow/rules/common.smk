@@ -12,7 +12,9 @@ from snakemake.exceptions import WorkflowError
 
 # Jobs call the `rfseg` installed beside the Python that runs Snakemake, also when its venv is not activated
 # (e.g. `.venv/bin/snakemake ...`); the SLURM executor passes this PATH on to its jobs.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["PATH"] = (
+    f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+)
 
 RESULTS = config["results"]
 PACKAGE = Path(rfseg.__file__).parent
