@@ -11,7 +11,7 @@ import torch
 
 from rfseg import data, io, metrics
 from rfseg.errors import UserError
-from rfseg.patches import dihedral, dihedral_inverse
+from rfseg.predict import particle_probability
 from rfseg.train import load_model, pick_device
 
 METRICS = ["hard_dice", "soft_dice", "global_dice", "iou", "precision", "recall"]
@@ -23,22 +23,10 @@ def predict_patches(model, images: np.ndarray, batch_size: int = 16, device="cpu
     """Particle probability (n, H, W) float32 for patches (n, H, W) float32; with ``tta`` the mean over the 8
     dihedral transforms."""
     out = np.empty(images.shape, np.float32)
-    transforms = range(8) if tta else [0]
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.array(images[i:i + batch_size]))[:, None].to(device)
-        p = sum(dihedral_inverse(torch.softmax(model(dihedral(x, k)).float(), 1)[:, 1], k) for k in transforms)
-        out[i:i + batch_size] = (p / len(transforms)).cpu().numpy()
+        out[i:i + batch_size] = particle_probability(model, x, tta).cpu().numpy()
     return out
-
-
-def write_stack(path, stack: np.ndarray, pixel_size_nm: float | None):
-    """Write (n, H, W) as a compressed ImageJ stack with the pixel size in nm (if known), atomically."""
-    import tifffile
-
-    cal = {} if pixel_size_nm is None else {"resolution": (1 / pixel_size_nm, 1 / pixel_size_nm)}
-    with io.atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, stack, imagej=True, compression="zlib",
-                         metadata={"unit": "nm" if cal else "pixel", "axes": "ZYX"}, **cal)
 
 
 def _px_text(px) -> str:
@@ -81,8 +69,8 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, tta: bool = False, dev
     particles.insert(0, "arch", meta["name"])
     particles.insert(0, "dataset", dataset)
     io.write_csv(particles, out / "particles.csv")
-    write_stack(out / "probabilities.tif", prob, px)
-    write_stack(out / "false_negatives.tif", (truth & (prob <= 0.5)).astype(np.uint8), px)
+    io.write_tiff(out / "probabilities.tif", prob, px)
+    io.write_tiff(out / "false_negatives.tif", truth & (prob <= 0.5), px)
     io.write_csv(pd.DataFrame([row]), out / "metrics.csv")
     return row
 

@@ -99,10 +99,8 @@ def run_baseline(patch_dir, out_dir, dataset: str, *, material: str | None = "Au
     truth = np.asarray(masks, bool)
     row.update(metrics.segmentation_scores(pred.astype(np.float32), truth))
     row.update({"n_test_patches": len(images), "note": ""})
-    from rfseg.evaluate import write_stack
-
-    write_stack(out / "masks.tif", pred.astype(np.uint8), px)
-    write_stack(out / "false_negatives.tif", (truth & ~pred).astype(np.uint8), px)
+    io.write_tiff(out / "masks.tif", pred, px)
+    io.write_tiff(out / "false_negatives.tif", truth & ~pred, px)
     io.write_csv(pd.DataFrame([row]), out / "metrics.csv")
     return row
 

@@ -149,17 +149,23 @@ def _read_rsciio(path: Path):
     return data, (scales[0], scales[1])
 
 
+def _checked_path(path, suffixes, what: str) -> tuple[Path, str]:
+    """(path, lower-case suffix) after checking the format is supported and the file exists."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise UserError(f"{path}: unsupported {what} format {suffix!r}: use one of {', '.join(suffixes)}")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} file not found: check the path in the config or manifest")
+    return path, suffix
+
+
 def read_image(path, pixel_size_nm: float | None = None) -> Micrograph:
     """Read a 2-D micrograph. ``pixel_size_nm`` overrides what the file says.
 
     Returns a :class:`Micrograph` whose ``data`` is float32 of shape (rows, cols); raises UserError with a one-line
     message for a missing, unreadable, truncated, non-2-D or non-finite file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise UserError(f"{path}: unsupported image format {suffix!r}: use one of {', '.join(IMAGE_SUFFIXES)}")
-    if not path.is_file():
-        raise UserError(f"{path}: file not found: check the path in the config or manifest")
+    path, suffix = _checked_path(path, IMAGE_SUFFIXES, "image")
     try:
         data, px = _read_tiff(path) if suffix in TIFF_SUFFIXES else _read_rsciio(path)
     except UserError:
@@ -177,12 +183,7 @@ def read_image(path, pixel_size_nm: float | None = None) -> Micrograph:
 
 def read_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a label image (PNG or TIFF); any nonzero pixel is particle. Returns bool (rows, cols)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in MASK_SUFFIXES:
-        raise UserError(f"{path}: unsupported mask format {suffix!r}: use one of {', '.join(MASK_SUFFIXES)}")
-    if not path.is_file():
-        raise UserError(f"{path}: mask file not found: check the mask path in the config or manifest")
+    path, suffix = _checked_path(path, MASK_SUFFIXES, "mask")
     try:
         if suffix == ".png":
             import imageio.v3 as iio
@@ -243,7 +244,7 @@ def atomic_dir(path: str | os.PathLike):
 
 
 def write_tiff(path, data: np.ndarray, pixel_size_nm: float | None = None, compress: bool = True) -> None:
-    """Write a 2-D array as an ImageJ TIFF (Fiji shows the pixel size in nm), atomically.
+    """Write a 2-D image or an (n, H, W) stack as an ImageJ TIFF (Fiji shows the pixel size in nm), atomically.
 
     float64 is stored as float32, bool as uint8 and wider integers as uint16 (ImageJ's types)."""
     import tifffile
@@ -257,9 +258,10 @@ def write_tiff(path, data: np.ndarray, pixel_size_nm: float | None = None, compr
         if data.size and (data.min() < 0 or data.max() > 65535):
             raise ValueError("integer image does not fit uint16")
         data = data.astype(np.uint16)
-    kwargs = {}
+    kwargs = {"metadata": {"axes": "ZYX"}} if data.ndim == 3 else {}
     if pixel_size_nm is not None:
-        kwargs = dict(resolution=(1.0 / pixel_size_nm, 1.0 / pixel_size_nm), metadata={"unit": "nm"})
+        kwargs = dict(resolution=(1.0 / pixel_size_nm, 1.0 / pixel_size_nm),
+                      metadata={**kwargs.get("metadata", {}), "unit": "nm"})
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, compression="zlib" if compress else None, **kwargs)
 

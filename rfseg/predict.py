@@ -9,6 +9,7 @@ uncertainty (their standard deviation).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def tile_starts(length: int, tile: int, step: int) -> list[int]:
     return sorted(set(starts))
 
 
+def particle_probability(model, x: torch.Tensor, tta: bool = False, amp=None,
+                         memfmt=torch.contiguous_format) -> torch.Tensor:
+    """Particle probability (B, H, W) float32 of a batch (B, 1, H, W); with ``tta`` the mean over the 8 dihedral
+    transforms. ``amp`` is an autocast factory (see rfseg.train.autocast_factory); None runs in float32."""
+    transforms = range(8) if tta else [0]
+    p = 0
+    for t in transforms:
+        with amp() if amp else contextlib.nullcontext():
+            logits = model(dihedral(x, t).contiguous(memory_format=memfmt))
+        p = p + dihedral_inverse(torch.softmax(logits.float(), 1)[:, 1], t)
+    return p / len(transforms)
+
+
 @torch.no_grad()
 def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.5, batch_size: int = 8,
                                device="cpu", tta: bool = False, precision: str = "fp32") -> np.ndarray:
@@ -58,27 +72,19 @@ def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: flo
         raise UserError(f"tile size {tile} px is not a multiple of {k} (product of the pools of {model.spec.name})")
     h, w = image.shape
     th, tw = max(tile, math.ceil(h / k) * k), max(tile, math.ceil(w / k) * k)
-    tile_h, tile_w = min(tile, th), min(tile, tw)
     padded = np.pad(image, ((0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-    weight = gaussian_weight(tile)[:tile_h, :tile_w]
+    weight = gaussian_weight(tile)
     acc = np.zeros((th, tw), np.float32)
     norm = np.zeros((th, tw), np.float32)
     step = max(1, int(round(tile * (1 - overlap))))
-    boxes = [(y, x) for y in tile_starts(th, tile_h, step) for x in tile_starts(tw, tile_w, step)]
-    transforms = range(8) if tta else [0]
+    boxes = [(y, x) for y in tile_starts(th, tile, step) for x in tile_starts(tw, tile, step)]
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
-        x = torch.from_numpy(np.stack([padded[y:y + tile_h, x0:x0 + tile_w] for y, x0 in chunk]))[:, None]
-        x = x.to(device)
-        p = 0
-        for t in transforms:
-            with amp():
-                logits = model(dihedral(x, t).contiguous(memory_format=memfmt))
-            p = p + dihedral_inverse(torch.softmax(logits.float(), 1)[:, 1], t)
-        p = (p / len(transforms)).cpu().numpy()
+        x = torch.from_numpy(np.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in chunk]))[:, None].to(device)
+        p = particle_probability(model, x, tta, amp, memfmt).cpu().numpy()
         for (y, x0), pt in zip(chunk, p):
-            acc[y:y + tile_h, x0:x0 + tile_w] += pt * weight
-            norm[y:y + tile_h, x0:x0 + tile_w] += weight
+            acc[y:y + tile, x0:x0 + tile] += pt * weight
+            norm[y:y + tile, x0:x0 + tile] += weight
     return (acc / norm)[:h, :w]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -249,7 +248,3 @@ def load_model(model_dir_or_pt, device="cpu"):
         raise UserError(f"{pt}: the weights do not fit architecture {spec.name} from {js}: the two files belong "
                         f"to different models") from None
     return model.to(device).eval(), meta
-
-
-def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
-    return math.ceil((8 if cfg.augment == "all8" else 1) * n_train / cfg.batch_size)

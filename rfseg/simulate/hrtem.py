@@ -123,6 +123,8 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     """One HRTEM micrograph. Returns (intensity float32 (size, size), labels uint16, params dict)."""
     import abtem
     from ase import Atoms
+
+    from rfseg.simulate import poisson_noise
     from ase.cluster import wulff_construction
 
     # FFTW_MEASURE may pick a different algorithm on every run and so change the last bits of the image (and with
@@ -172,8 +174,7 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     wave = abtem.PlaneWave(energy=ENERGY_EV).multislice(potential).apply_ctf(ctf).intensity()
     clean = wave.interpolate(gpts=(size, size), method="fft").compute(progress_bar=False).array.T
     dose = float(np.exp(rng.uniform(np.log(dose_e_per_a2[0]), np.log(dose_e_per_a2[1]))))
-    counts = dose * px**2
-    image = (rng.poisson(np.clip(clean, 0, None) * counts) / counts).astype(np.float32)
+    image = poisson_noise(clean, dose * px**2, rng)
     labels = np.zeros((size, size), np.uint16)
     for k, xyz in enumerate(particles, start=1):
         labels[_particle_mask(xyz[:, :2], (size, size), px) & (labels == 0)] = k
@@ -184,8 +185,6 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
 
 def simulate_dataset(n_images: int, seed: int, **kwargs):
     """Yield (name, image, labels, pixel_size_nm, params) for ``n_images`` micrographs from one seed."""
-    seeds = np.random.SeedSequence(seed).spawn(n_images)  # one stream per image: no image can shift the next
-    px = kwargs.get("pixel_size_nm", 0.02152)
-    for i in range(n_images):
-        image, labels, params = simulate_image(np.random.default_rng(seeds[i]), **kwargs)
-        yield f"hrtem_{i:03d}", image, labels, px, params
+    from rfseg.simulate import seeded_frames
+
+    return seeded_frames(simulate_image, "hrtem", n_images, seed, 0.02152, **kwargs)

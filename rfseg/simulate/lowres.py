@@ -48,15 +48,14 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.1243, 
     support *= support_variation / support.std()
     intensity = np.exp(-thickness / contrast_length_nm) * (1 + support)
     intensity = ndimage.gaussian_filter(intensity, psf_sigma_px)
-    counts = dose_e_per_a2 * (pixel_size_nm * 10) ** 2
-    noisy = rng.poisson(np.clip(intensity, 0, None) * counts) / counts
-    return noisy.astype(np.float32), labels, {"n_particles": len(centres), "dose_e_per_A2": dose_e_per_a2}
+    from rfseg.simulate import poisson_noise
+
+    noisy = poisson_noise(intensity, dose_e_per_a2 * (pixel_size_nm * 10) ** 2, rng)
+    return noisy, labels, {"n_particles": len(centres), "dose_e_per_A2": dose_e_per_a2}
 
 
 def simulate_dataset(n_images: int, seed: int, **kwargs):
     """Yield (name, image, labels, pixel_size_nm, params) for ``n_images`` micrographs from one seed."""
-    seeds = np.random.SeedSequence(seed).spawn(n_images)  # one stream per image: no image can shift the next
-    px = kwargs.get("pixel_size_nm", 0.1243)
-    for i in range(n_images):
-        image, labels, params = simulate_image(np.random.default_rng(seeds[i]), **kwargs)
-        yield f"lowres_{i:03d}", image, labels, px, params
+    from rfseg.simulate import seeded_frames
+
+    return seeded_frames(simulate_image, "lowres", n_images, seed, 0.1243, **kwargs)
