@@ -68,7 +68,9 @@ def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def dihedral_batch(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
-    """Apply transform ``ks[i]`` to sample ``x[i]`` for a batch (B, C, H, W) with H == W, on the tensor's device."""
+    """Apply transform ``ks[i]`` to sample ``x[i]`` for a batch (B, C, H, W) with H == W, on the tensor's device.
+    ``ks`` is best kept on the host: grouping by transform there costs a GPU no synchronisation."""
+    ks = ks.cpu()
     out = torch.empty_like(x)
     for k in range(8):
         sel = (ks == k).nonzero().flatten()

@@ -46,6 +46,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_cuda(deterministic: bool = True) -> None:
+    """cuDNN settings of a training run. Deterministic (the default) makes a seed give bit-identical weights on a
+    GPU too; ``deterministic=False`` lets cuDNN benchmark and pick the fastest algorithms, which may differ per run."""
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain float32."""
     if precision == "fp32":
@@ -154,6 +161,8 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
     if len(x_train) == 0 or len(x_val) == 0:
         raise UserError(f"{patch_dir}: the train or val split has no patches: add micrographs or lower "
                         f"patches.min_particle_px")
+    if device.type == "cuda":
+        configure_cuda(deterministic=True)
     memfmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x_train = x_train[:, None].to(device).contiguous(memory_format=memfmt)
     y_train = y_train.long().to(device)
@@ -180,9 +189,10 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
             t0 = time.perf_counter()
             model.train()
             idx, ks = epoch_plan(seed, epoch, len(x_train), cfg.augment)
+            idx = idx.to(device)  # the transform ids stay on the host: choosing per-transform groups needs no sync
             loss_sum = 0.0
             for i in range(0, len(idx), cfg.batch_size):
-                b, k = idx[i:i + cfg.batch_size].to(device), ks[i:i + cfg.batch_size].to(device)
+                b, k = idx[i:i + cfg.batch_size], ks[i:i + cfg.batch_size]
                 loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
             history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / len(idx), "val_loss": val_loss,
