@@ -511,6 +511,8 @@ def _add_predict(sub):
     p.add_argument("--overlap", type=float, default=0.5, help="tile overlap as a fraction of the tile (0-0.9)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bfloat16 where supported (as in training); fp32: reference")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the models: slower start, faster tiles (for many or large micrographs)")
     p.add_argument("--on-pixel-mismatch", choices=["resample", "refuse"], default="resample")
     p.add_argument("--pixel-size", type=_positive_float, help="nm/px for images without one")
     p.add_argument("--min-area-nm2", type=float, default=0.0, help="drop particles smaller than this")
@@ -536,6 +538,7 @@ def _run_predict(args):
         models = select_best(args.select_best, args.dataset, models)
     summary = predict(models, images, args.out, device=args.device, tta=args.tta, batch_size=args.batch_size,
                       tile=args.tile, overlap=args.overlap, precision=args.precision,
+                      compile=args.compile,
                       on_pixel_mismatch=args.on_pixel_mismatch,
                       pixel_size_nm=args.pixel_size, min_area_nm2=args.min_area_nm2, drop_border=args.drop_border,
                       threads=args.threads)

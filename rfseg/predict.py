@@ -52,6 +52,11 @@ def particle_probability(model, x: torch.Tensor, tta: bool = False, amp=None,
     return p / len(transforms)
 
 
+def compiled(model):
+    """``torch.compile`` of an eval-mode model (attribute access such as ``.spec`` reaches the plain model)."""
+    return torch.compile(model, dynamic=False)
+
+
 @torch.no_grad()
 def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.5, batch_size: int = 8,
                                device="cpu", tta: bool = False, precision: str = "fp32") -> np.ndarray:
@@ -73,19 +78,21 @@ def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: flo
     h, w = image.shape
     th, tw = max(tile, math.ceil(h / k) * k), max(tile, math.ceil(w / k) * k)
     padded = np.pad(image, ((0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-    weight = gaussian_weight(tile)
-    acc = np.zeros((th, tw), np.float32)
-    norm = np.zeros((th, tw), np.float32)
+    padded = torch.from_numpy(padded.astype(np.float32, copy=False)).to(device)  # tiles are cut where the network runs: one transfer per image
+    # blending also happens there, so a GPU hands back one image instead of every tile
+    weight = torch.from_numpy(gaussian_weight(tile)).to(device)
+    acc = torch.zeros((th, tw), dtype=torch.float32, device=device)
+    norm = torch.zeros((th, tw), dtype=torch.float32, device=device)
     step = max(1, int(round(tile * (1 - overlap))))
     boxes = [(y, x) for y in tile_starts(th, tile, step) for x in tile_starts(tw, tile, step)]
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
-        x = torch.from_numpy(np.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in chunk]))[:, None].to(device)
-        p = particle_probability(model, x, tta, amp, memfmt).cpu().numpy()
+        x = torch.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in chunk])[:, None]
+        p = particle_probability(model, x, tta, amp, memfmt).float()
         for (y, x0), pt in zip(chunk, p):
             acc[y:y + tile, x0:x0 + tile] += pt * weight
             norm[y:y + tile, x0:x0 + tile] += weight
-    return (acc / norm)[:h, :w]
+    return (acc / norm)[:h, :w].cpu().numpy()
 
 
 def particle_table(mask: np.ndarray, prob: np.ndarray, pixel_size_nm: float | None, min_area_nm2: float = 0.0,
@@ -145,11 +152,12 @@ def expand_images(patterns) -> list[Path]:
 
 
 def predict(model_dirs, images, out_dir, *, device="cpu", tta=False, batch_size=8, tile=None, overlap=0.5,
-            precision="auto",
+            precision="auto", compile=False,
             on_pixel_mismatch="resample", pixel_tolerance=0.01, pixel_size_nm=None, min_area_nm2=0.0,
             drop_border=False, threads=1, progress=True) -> pd.DataFrame:
     """Segment every image with the ensemble of ``model_dirs``; write per-image TIFFs and particle tables plus
-    ``summary.csv`` into ``out_dir``. Returns the summary."""
+    ``summary.csv`` into ``out_dir``. Returns the summary. ``compile`` runs the models through ``torch.compile``:
+    tens of seconds once, then faster tiles (pays off from a few large micrographs on)."""
     from tqdm import tqdm
 
     from rfseg.train import load_model, pick_device
@@ -157,6 +165,8 @@ def predict(model_dirs, images, out_dir, *, device="cpu", tta=False, batch_size=
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     models = [load_model(d, dev) for d in model_dirs]
+    if compile:
+        models = [(compiled(m), meta) for m, meta in models]
     metas = [m for _, m in models]
     px_model = metas[0]["pixel_size_nm"]
     for m in metas[1:]:

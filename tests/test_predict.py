@@ -108,3 +108,14 @@ def test_predict_cli_errors(cli, tmp_path, toy_models):
     assert proc.returncode == 2 and "no model given" in proc.stderr
     proc = cli("predict", toy_models[0], tmp_path / "missing_*.tif", "--out", tmp_path / "o")
     assert proc.returncode == 2 and "matches no file" in proc.stderr
+
+
+@pytest.mark.slow
+def test_compiled_model_predicts_like_the_plain_one(toy_models):
+    from rfseg.predict import compiled
+
+    model, _ = load_model(toy_models[0])
+    image, _ = _disks(256)
+    plain = sliding_window_probability(model, image, tile=128, overlap=0.25)
+    fast = sliding_window_probability(compiled(model), image, tile=128, overlap=0.25)
+    np.testing.assert_allclose(fast, plain, atol=1e-4)

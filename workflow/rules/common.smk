@@ -382,6 +382,7 @@ def predict_options():
             ("--tta", p.get("tta", False)),
             ("--tile", p.get("tile")),
             ("--overlap", p.get("overlap")),
+            ("--compile", p.get("compile", False)),
             ("--min-area-nm2", p.get("min_area_nm2")),
             ("--drop-border", p.get("drop_border", False)),
             ("--on-pixel-mismatch", p.get("on_pixel_mismatch")),
