@@ -2,6 +2,8 @@
 
     python -m benchmarks.throughput            # full: N=2 pools 4,4 and N=4 pools 2,2,2,2; 256 and 512 px patches
     python -m benchmarks.throughput --quick    # seconds: checks that everything runs (CI)
+    python -m benchmarks.throughput --paper-run   # also trains a paper-sized N=2 model (216 patches of 512 px, all
+                                                  # 8 dihedral forms, 100 epochs, batch 32); default on a GPU
 
 Reference (the paper's plain setup, kept here as the baseline): eager PyTorch, float32, NCHW, the 8 dihedral
 augmentations materialised as numpy arrays and sliced into batches. rfseg: ``rfseg.train.train_step`` exactly as the
@@ -12,11 +14,13 @@ the CPU supports it, CUDA autocast on a GPU). Every configuration runs in a fres
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import platform
 import resource
+import sys
 import time
 
 import numpy as np
@@ -71,51 +75,128 @@ def _rfseg(spec_name, size, batch, steps, threads, device):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     amp = autocast_factory(device, autocast_dtype("auto", device))
     idx, ks = epoch_plan(1, 0, len(xt), "all8")
+    idx = idx.to(device)
 
     def step(i):
         j = (i * batch) % len(idx)
-        return train_step(model, opt, amp, memfmt, xt, yt, idx[j:j + batch].to(device), ks[j:j + batch].to(device))
+        return train_step(model, opt, amp, memfmt, xt, yt, idx[j:j + batch], ks[j:j + batch])
 
     return step
+
+
+class _GpuUtilisation:
+    """Mean GPU utilisation (%) sampled every 50 ms through NVML while the block runs (None without NVML)."""
+
+    def __enter__(self):
+        import threading
+
+        self.samples, self._stop = [], threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.05):
+                try:
+                    self.samples.append(torch.cuda.utilization())
+                except Exception:
+                    return
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self):
+        return float(np.mean(self.samples)) if self.samples else None
 
 
 def _time_training(args):
     method, spec_name, size, batch, steps, threads = args
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    step = (_reference if method == "reference" else _rfseg)(spec_name, size, batch, steps, threads, device)
-    for i in range(2):
+    if device.type == "cuda":
+        from rfseg.train import configure_cuda
+
+        configure_cuda(deterministic=method != "rfseg_cudnn_benchmark")
+    build = _reference if method == "reference" else _rfseg
+    step = build(spec_name, size, batch, steps, threads, device)
+    for i in range(3):
         step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    for i in range(steps):
-        loss = step(i)
-    float(loss)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t
+    util = _GpuUtilisation() if device.type == "cuda" else contextlib.nullcontext()
+    with util:
+        t = time.perf_counter()
+        for i in range(steps):
+            loss = step(i)
+        float(loss)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
     out = {"patches_per_s": steps * batch / dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.type == "cuda":
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_utilisation_pct"] = util.mean
+    return out
+
+
+def _paper_run(args):
+    """Wall time of ``rfseg.train.train`` on a paper-sized N=2 (pools 4,4) task: 216 train and 31 val patches of
+    512 px (random data: the time does not depend on the content), all 8 dihedral forms per epoch, batch 32."""
+    epochs, threads = args
+    import tempfile
+
+    from rfseg.models import ArchSpec
+    from rfseg.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(sys.stderr):
+        summary = {"dataset": "paper-sized", "patch_size_px": 512, "pixel_size_nm": 0.02152, "splits": {}}
+        for split, n in (("train", 216), ("val", 31)):
+            x, y = _data(n, 512, seed=len(split))
+            np.save(f"{d}/{split}_images.npy", x)
+            np.save(f"{d}/{split}_masks.npy", y)
+        with open(f"{d}/summary.json", "w") as f:
+            json.dump(summary, f)
+        cfg = TrainConfig(epochs=epochs, batch_size=32, lr=1e-4, augment="all8")
+        cuda = torch.cuda.is_available()
+        util = _GpuUtilisation() if cuda else contextlib.nullcontext()
+        with util:
+            t = time.perf_counter()
+            meta = train(d, f"{d}/model", ArchSpec(2, (4, 4)), 752, cfg, threads=threads)
+            dt = time.perf_counter() - t
+    out = {"epochs": epochs, "train_patches": 216, "patch_px": 512, "augment": "all8", "batch": 32,
+           "seconds": dt, "minutes": dt / 60, "seconds_per_epoch": dt / epochs, "device": meta["device"],
+           "autocast": meta["autocast"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if cuda:
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_utilisation_pct"] = util.mean
     return out
 
 
 def _time_inference(args):
-    spec_name, size, tile, overlap, threads, precision = args
+    spec_name, size, tile, overlap, threads, precision, compile_model = args
     from rfseg.models import ArchSpec, build_model
-    from rfseg.predict import sliding_window_probability
+    from rfseg.predict import compiled, sliding_window_probability
 
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device).eval()
+    if compile_model:
+        model = compiled(model)
     image = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
-    kw = dict(device=device, precision=precision)
-    sliding_window_probability(model, image[:tile, :tile], tile, overlap, **kw)  # warm-up
+    kw = dict(device=device, precision=precision, batch_size=8)
     t = time.perf_counter()
-    sliding_window_probability(model, image, tile, overlap, batch_size=8, **kw)
+    # warm-up on the same image: compilation (once per batch shape, the last partial batch included) is not timed
+    sliding_window_probability(model, image, tile, overlap, **kw)
+    warmup = time.perf_counter() - t
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    sliding_window_probability(model, image, tile, overlap, **kw)
     dt = time.perf_counter() - t
-    return {"megapixels_per_s": size * size / dt / 1e6, "seconds": dt,
+    return {"warmup_seconds": warmup, "megapixels_per_s": size * size / dt / 1e6, "seconds": dt,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -129,9 +210,6 @@ def _accuracy(args):
     from rfseg.models import ArchSpec
     from rfseg.simulate import lowres, write_dataset
     from rfseg.train import TrainConfig, train
-
-    import contextlib
-    import sys
 
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(sys.stderr):
         write_dataset(f"{d}/sim", lowres.simulate_dataset(6, 3, size=256))
@@ -156,33 +234,50 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts, only to check it works")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--paper-run", action="store_true", default=None,
+                   help="also time a paper-sized training run (default: on a GPU only; hours on a CPU)")
+    p.add_argument("--paper-epochs", type=int, default=100, help="epochs of the paper-sized run (default 100)")
+    p.add_argument("--sections", default="training,inference,accuracy",
+                   help="comma-separated subset of training,inference,accuracy (default: all)")
     args = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
     if args.quick:
         train_cfgs = [("n2_p44", 64, 8), ("n4_p2222", 64, 8)]
         steps, inf, acc_epochs = 2, ("n2_p44", 512, 128, 0.5), 2
     else:
-        train_cfgs = [(a, s, b) for a in ("n2_p44", "n4_p2222") for s, b in ((256, 16), (512, 8))]
-        steps, inf, acc_epochs = 10, ("n2_p44", 4096, 512, 0.5), 15
+        train_cfgs = [(a, s, b) for a in ("n2_p44", "n4_p2222") for s, b in ((256, 16), (512, 8), (512, 32))]
+        steps, inf, acc_epochs = (50 if cuda else 10), ("n2_p44", 4096, 512, 0.5), 15
+    methods = ("reference", "rfseg", "rfseg_cudnn_benchmark") if cuda else ("reference", "rfseg")
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                           "torch": torch.__version__},
               "quick": args.quick, "training": []}
-    for arch, size, batch in train_cfgs:
+    for arch, size, batch in train_cfgs if "training" in set(args.sections.split(",")) else []:
         row = {"arch": arch, "patch_px": size, "batch": batch, "steps": steps}
-        for method in ("reference", "rfseg"):
+        for method in methods:
             row[method] = _run(_time_training, (method, arch, size, batch, steps, args.threads))
         row["speedup"] = row["rfseg"]["patches_per_s"] / row["reference"]["patches_per_s"]
         result["training"].append(row)
-        print(json.dumps(row), flush=True, file=__import__("sys").stderr)
+        print(json.dumps(row), flush=True, file=sys.stderr)
     arch, size, tile, _ = inf
-    result["inference"] = []
-    for overlap in (0.5, 0.25):
-        for precision in ("fp32", "auto"):
-            row = {"arch": arch, "image_px": size, "tile_px": tile, "overlap": overlap, "precision": precision,
-                   **_run(_time_inference, (arch, size, tile, overlap, args.threads, precision))}
-            result["inference"].append(row)
-            print(json.dumps(row), flush=True, file=__import__("sys").stderr)
-    result["accuracy"] = {"epochs": acc_epochs, **_run(_accuracy, (acc_epochs, args.threads))}
+    # (tile px, overlap, precision, torch.compile); the last row is one tile over the whole image: the upper bound
+    inference_cfgs = [(tile, 0.5, "fp32", False), (tile, 0.5, "auto", False), (tile, 0.25, "fp32", False),
+                      (tile, 0.25, "auto", False)]
+    if not args.quick:
+        inference_cfgs += [(tile, 0.25, "auto", True), (tile, 0.125, "auto", True), (size, 0.0, "auto", True)]
+    sections = set(args.sections.split(","))
+    if "inference" in sections:
+        result["inference"] = []
+    for tile_px, overlap, precision, compile_model in inference_cfgs if "inference" in sections else []:
+        row = {"arch": arch, "image_px": size, "tile_px": tile_px, "overlap": overlap, "precision": precision,
+               "compile": compile_model,
+               **_run(_time_inference, (arch, size, tile_px, overlap, args.threads, precision, compile_model))}
+        result["inference"].append(row)
+        print(json.dumps(row), flush=True, file=sys.stderr)
+    if "accuracy" in sections:
+        result["accuracy"] = {"epochs": acc_epochs, **_run(_accuracy, (acc_epochs, args.threads))}
+    if args.paper_run or (args.paper_run is None and cuda and not args.quick):
+        result["paper_sized_training"] = _run(_paper_run, (args.paper_epochs, args.threads))
     print(json.dumps(result, indent=2))
 
 
