@@ -510,7 +510,7 @@ def _add_predict(sub):
     p.add_argument("--tile", type=int, help="tile size in px (default: the training patch size)")
     p.add_argument("--overlap", type=float, default=0.5, help="tile overlap as a fraction of the tile (0-0.9)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bfloat16 where supported (as in training); fp32: reference")
+                   help="auto: bfloat16 on a CPU that supports it, float32 on a GPU (faster there); fp32: reference")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the models: slower start, faster tiles (for many or large micrographs)")
     p.add_argument("--on-pixel-mismatch", choices=["resample", "refuse"], default="resample")

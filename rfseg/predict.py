@@ -57,6 +57,13 @@ def compiled(model):
     return torch.compile(model, dynamic=False)
 
 
+def inference_precision(precision: str, device: torch.device) -> str:
+    """The precision inference actually uses. "auto" means bfloat16 on a CPU with bf16 support (2-4x faster there)
+    but float32 on a GPU, where these small networks measured faster without autocast (83 against 62 Mpx/s on an
+    H100, README)."""
+    return "fp32" if precision == "auto" and torch.device(device).type == "cuda" else precision
+
+
 @torch.no_grad()
 def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.5, batch_size: int = 8,
                                device="cpu", tta: bool = False, precision: str = "fp32") -> np.ndarray:
@@ -65,10 +72,12 @@ def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: flo
     The image is reflect-padded to at least one tile and to a multiple of the model's downsampling; tiles of
     ``tile`` px step by ``tile * (1 - overlap)``; predictions are blended with :func:`gaussian_weight`. Memory is two
     float32 image-sized accumulators plus one batch of tiles. ``precision`` "auto" runs the network in bfloat16
-    (channels-last) where supported, as training does; "fp32" is the reference."""
+    (channels-last) on a CPU that supports it and in float32 on a GPU (:func:`inference_precision`); "fp32" is the
+    reference."""
     from rfseg.train import autocast_dtype, autocast_factory
 
     device = torch.device(device)
+    precision = inference_precision(precision, device)
     amp = autocast_factory(device, autocast_dtype(precision, device))
     memfmt = torch.channels_last if precision != "fp32" else torch.contiguous_format
     model = model.to(memory_format=memfmt)

@@ -63,5 +63,5 @@ def test_gpu_and_cpu_predictions_agree(tmp_path):
     cpu = sliding_window_probability(cpu_model, image, 128, 0.5, device="cpu")
     gpu = sliding_window_probability(gpu_model, image, 128, 0.5, device="cuda")
     np.testing.assert_allclose(gpu, cpu, atol=2e-3)  # cuDNN runs float32 convolutions in TF32 by default
-    fast = sliding_window_probability(gpu_model, image, 128, 0.5, device="cuda", precision="auto")
+    fast = sliding_window_probability(gpu_model, image, 128, 0.5, device="cuda", precision="bf16")
     assert np.abs(fast - cpu).max() < 0.05

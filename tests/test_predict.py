@@ -8,7 +8,8 @@ from helpers import make_patch_dir
 from rfseg import io
 from rfseg.errors import UserError
 from rfseg.models import ArchSpec
-from rfseg.predict import gaussian_weight, particle_table, predict, sliding_window_probability, tile_starts
+from rfseg.predict import (gaussian_weight, inference_precision, particle_table, predict, sliding_window_probability,
+                           tile_starts)
 from rfseg.train import TrainConfig, load_model, train
 
 
@@ -58,6 +59,13 @@ def test_overlapping_tiles_leave_no_seams(toy_models):
     assert np.abs(tiled - whole)[borders].mean() < 0.03
     pred = tiled > 0.5
     assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.8
+
+
+def test_auto_precision_is_bf16_on_cpu_and_fp32_on_gpu():
+    assert inference_precision("auto", torch.device("cuda")) == "fp32"
+    assert inference_precision("auto", torch.device("cpu")) == "auto"
+    assert inference_precision("bf16", torch.device("cuda")) == "bf16"
+    assert inference_precision("fp32", torch.device("cpu")) == "fp32"
 
 
 def test_particle_table_on_known_disks():
