@@ -43,6 +43,7 @@ CODE = {
     "evaluate": code_fingerprint("evaluate.py", "metrics.py", "train.py", "models.py"),
     "fourier": code_fingerprint("fourier.py", "metrics.py", "data.py"),
     "aggregate": code_fingerprint("evaluate.py"),
+    "erf": code_fingerprint("erf.py", "train.py", "models.py", "data.py", "io.py"),
     "figures": code_fingerprint("figures", "erf.py", "metrics.py"),
     "fingerprint": code_fingerprint("fingerprint.py", "fourier.py", "data.py"),
     "predict": code_fingerprint(

@@ -17,7 +17,7 @@ rule erf:
         mem_mb=4000,
         runtime=10,
     params:
-        code=CODE["figures"],
+        code=CODE["erf"],
     shell:
         "rfseg erf --model $(dirname {input.model}) --patches {input.patches} --out {output} > {log} 2>&1"
 
