@@ -113,8 +113,10 @@ def size_bins(particle_csvs, metrics_csv, dataset: str, out, n_bins: int = 3) ->
 
 
 def series(metrics_csv, fingerprint_csvs, out) -> None:
-    """The best RF (smallest within one seed std of the best mean hard dice) of each dataset against its median
-    particle diameter and its amplitude contrast (the simulated series of configs/series.yaml)."""
+    """The simulated series of configs/series.yaml in three panels: hard dice (mean ± std over seeds) against RF per
+    dataset, then each dataset's best RF (smallest within one seed std of the best mean hard dice) against its median
+    particle diameter and against its amplitude contrast. The best-RF axis spans the swept RFs, so a dataset whose
+    best RF is the smallest one sits on the bottom edge."""
     from rfseg.evaluate import aggregate
     from rfseg.recommend import best_rf
 
@@ -122,25 +124,36 @@ def series(metrics_csv, fingerprint_csvs, out) -> None:
     require(metrics_csv, *fingerprint_csvs)
     summary = aggregate(pd.read_csv(metrics_csv))
     fps = pd.concat([pd.read_csv(f) for f in fingerprint_csvs], ignore_index=True).set_index("dataset")
-    rows = []
-    for ds in fps.index:
-        if ((summary["dataset"] == ds) & (summary["method"] == "unet")).any():
-            b = best_rf(summary, ds)
-            rows.append({"dataset": ds, "best_rf": b["rf_nm"] if b["rf_nm"] is not None else b["rf_px"],
-                         **fps.loc[ds].to_dict()})
-    if not rows:
+    nets = summary[(summary["method"] == "unet") & summary["dataset"].isin(fps.index)]
+    if nets.empty:
         raise UserError(f"{metrics_csv} has no network results for the fingerprinted datasets")
+    rf_col, unit = ("rf_nm", "nm") if nets["rf_nm"].notna().all() else ("rf_px", "px")
+    rows = [{"dataset": ds, "best_rf": best_rf(summary, ds)[rf_col], **fps.loc[ds].to_dict()}
+            for ds in fps.index if (nets["dataset"] == ds).any()]
     t = pd.DataFrame(rows)
     size_col = "diameter_median_nm" if "diameter_median_nm" in t and t["diameter_median_nm"].notna().any() \
         else "diameter_median_px"
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, col, label in [(axes[0], size_col, f"median particle diameter ({size_col.rsplit('_', 1)[1]})"),
-                           (axes[1], "abs_amplitude_contrast", "|amplitude contrast| (background std)")]:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    for i, (ds, df) in enumerate(nets.groupby("dataset")):
+        df = df.sort_values(rf_col)
+        axes[0].errorbar(df[rf_col], df["hard_dice_mean"], yerr=df["hard_dice_std"].fillna(0), marker="o",
+                         capsize=3, color=PALETTE[i % len(PALETTE)], label=ds)
+    log_rf_axis(axes[0], f"receptive field ({unit})")
+    axes[0].set_ylabel("test hard dice (mean ± std over seeds)")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(True, which="both", alpha=0.3)
+    span = nets[rf_col].min(), nets[rf_col].max()
+    pad = 0.05 * (span[1] - span[0]) or 0.5
+    for ax, col, label in [(axes[1], size_col, f"median particle diameter ({size_col.rsplit('_', 1)[1]})"),
+                           (axes[2], "abs_amplitude_contrast", "|amplitude contrast| (background std)")]:
         ax.scatter(t[col], t["best_rf"], color=PALETTE[0], s=40)
-        for _, r in t.iterrows():
-            ax.annotate(r["dataset"], (r[col], r["best_rf"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        for j, (_, r) in enumerate(t.sort_values(col).iterrows()):  # alternate label heights: close points stay legible
+            ax.annotate(r["dataset"], (r[col], r["best_rf"]), fontsize=8, xytext=(4, 6 + 12 * (j % 3)),
+                        textcoords="offset points")
+        ax.set_ylim(span[0] - pad, span[1] + pad)
+        ax.margins(x=0.15)
         ax.set_xlabel(label)
+        ax.set_ylabel(f"best RF ({unit}): smallest within 1 std of the top")
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("best RF (nm): smallest within 1 std of the top")
     fig.suptitle("Which receptive field does each dataset need?")
     save(fig, out)
