@@ -179,7 +179,7 @@ def test_series_config_plans_one_sweep_per_point(tmp_path):
     wd = scratch_copy(tmp_path, config="configs/series.yaml")
     counts, _ = _dry(wd)
     assert counts["simulate"] == 5 and counts["fingerprint"] == 5 and counts["figure_series"] == 1
-    assert counts["train"] == 5 * 3 * 2 and "predict" not in counts
+    assert counts["train"] == 5 * 3 * 3 and "predict" not in counts
 
 
 @pytest.mark.slow
