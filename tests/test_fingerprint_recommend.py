@@ -38,7 +38,7 @@ def test_fingerprints_tell_hrtem_from_lowres(tmp_path, cli):
     rec = json.loads(cli("recommend", tmp_path / "lowres_fp.csv", "--json", check_rc=0).stdout)
     assert rec["arch"] == "n2_p22" and "fingerprint" in rec["basis"]
     rec = json.loads(cli("recommend", "hrtem", "--fingerprints", tmp_path / "hrtem_fp.csv", "--json").stdout)
-    assert rec["rf_nm"] >= 1.7 * h["diameter_median_nm"]
+    assert rec == from_fingerprint(h.to_dict()) and rec["reason"]
 
 
 def test_best_rf_is_smallest_within_one_std():
@@ -48,8 +48,16 @@ def test_best_rf_is_smallest_within_one_std():
         for a, rf, m, sd in [("n2_p22", 44, 0.70, 0.01), ("n2_p44", 120, 0.78, 0.02), ("n2_p88", 392, 0.79, 0.02)]])
     b = best_rf(s, "d")
     assert b["arch"] == "n2_p44" and b["best_arch"] == "n2_p88" and b["basis"] == "measured"
-    assert from_fingerprint({"dataset": "x", "pixel_size_nm": 0.1, "abs_amplitude_contrast": 5.0,
-                             "diameter_median_nm": 20.0})["arch"] == "n2_p22"
+
+
+@pytest.mark.parametrize("contrast, smallest, basis", [(5.0, True, "agree"), (0.5, True, "series"),
+                                                       (0.1, False, "paper's rule")])
+def test_fingerprint_rule_follows_the_evidence(contrast, smallest, basis):
+    rec = from_fingerprint({"dataset": "x", "pixel_size_nm": 0.05, "abs_amplitude_contrast": contrast,
+                            "diameter_median_nm": 5.0})
+    assert basis in rec["basis"] and (rec["arch"] == "n2_p22") == smallest
+    if not smallest:
+        assert rec["rf_nm"] >= 1.7 * 5.0
 
 
 def test_recommend_cli_measured_and_unknown(cli, tmp_path):
