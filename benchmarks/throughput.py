@@ -112,6 +112,16 @@ class _GpuUtilisation:
         return float(np.mean(self.samples)) if self.samples else None
 
 
+def _peak_memory(util=None) -> dict:
+    """Peak RSS of this process and, on a GPU, peak device memory and the mean utilisation sampled by ``util``."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        if util is not None:
+            out["gpu_utilisation_pct"] = util.mean
+    return out
+
+
 def _time_training(args):
     method, spec_name, size, batch, steps, threads = args
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -135,11 +145,7 @@ def _time_training(args):
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t
-    out = {"patches_per_s": steps * batch / dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device.type == "cuda":
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        out["gpu_utilisation_pct"] = util.mean
-    return out
+    return {"patches_per_s": steps * batch / dt, **_peak_memory(util if device.type == "cuda" else None)}
 
 
 def _paper_run(args):
@@ -166,13 +172,9 @@ def _paper_run(args):
             t = time.perf_counter()
             meta = train(d, f"{d}/model", ArchSpec(2, (4, 4)), 752, cfg, threads=threads)
             dt = time.perf_counter() - t
-    out = {"epochs": epochs, "train_patches": 216, "patch_px": 512, "augment": "all8", "batch": 32,
-           "seconds": dt, "minutes": dt / 60, "seconds_per_epoch": dt / epochs, "device": meta["device"],
-           "autocast": meta["autocast"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if cuda:
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        out["gpu_utilisation_pct"] = util.mean
-    return out
+    return {"epochs": epochs, "train_patches": 216, "patch_px": 512, "augment": "all8", "batch": 32,
+            "seconds": dt, "minutes": dt / 60, "seconds_per_epoch": dt / epochs, "device": meta["device"],
+            "autocast": meta["autocast"], **_peak_memory(util if cuda else None)}
 
 
 def _time_inference(args):
@@ -197,7 +199,7 @@ def _time_inference(args):
     sliding_window_probability(model, image, tile, overlap, **kw)
     dt = time.perf_counter() - t
     return {"warmup_seconds": warmup, "megapixels_per_s": size * size / dt / 1e6, "seconds": dt,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": _peak_memory()["peak_rss_mb"]}
 
 
 def _accuracy(args):
@@ -240,6 +242,7 @@ def main(argv=None):
     p.add_argument("--sections", default="training,inference,accuracy",
                    help="comma-separated subset of training,inference,accuracy (default: all)")
     args = p.parse_args(argv)
+    sections = set(args.sections.split(","))
     cuda = torch.cuda.is_available()
     if args.quick:
         train_cfgs = [("n2_p44", 64, 8), ("n4_p2222", 64, 8)]
@@ -249,10 +252,10 @@ def main(argv=None):
         steps, inf, acc_epochs = (50 if cuda else 10), ("n2_p44", 4096, 512, 0.5), 15
     methods = ("reference", "rfseg", "rfseg_cudnn_benchmark") if cuda else ("reference", "rfseg")
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                          "cuda": torch.cuda.get_device_name(0) if cuda else None,
                           "torch": torch.__version__},
               "quick": args.quick, "training": []}
-    for arch, size, batch in train_cfgs if "training" in set(args.sections.split(",")) else []:
+    for arch, size, batch in train_cfgs if "training" in sections else []:
         row = {"arch": arch, "patch_px": size, "batch": batch, "steps": steps}
         for method in methods:
             row[method] = _run(_time_training, (method, arch, size, batch, steps, args.threads))
@@ -260,22 +263,21 @@ def main(argv=None):
         result["training"].append(row)
         print(json.dumps(row), flush=True, file=sys.stderr)
     arch, size, tile, _ = inf
-    # (tile px, overlap, precision, torch.compile); the last row is one tile over the whole image: the upper bound
     # the fast precision: "auto" is bf16 on a CPU that supports it, but float32 on a GPU, so ask for bf16 there
     fast = "bf16" if cuda else "auto"
+    # (tile px, overlap, precision, torch.compile); the last row is one tile over the whole image: the upper bound
     inference_cfgs = [(tile, 0.5, "fp32", False), (tile, 0.5, fast, False), (tile, 0.25, "fp32", False),
                       (tile, 0.25, fast, False)]
     if not args.quick:
         inference_cfgs += [(tile, 0.25, fast, True), (tile, 0.125, fast, True), (size, 0.0, fast, True)]
-    sections = set(args.sections.split(","))
     if "inference" in sections:
         result["inference"] = []
-    for tile_px, overlap, precision, compile_model in inference_cfgs if "inference" in sections else []:
-        row = {"arch": arch, "image_px": size, "tile_px": tile_px, "overlap": overlap, "precision": precision,
-               "compile": compile_model,
-               **_run(_time_inference, (arch, size, tile_px, overlap, args.threads, precision, compile_model))}
-        result["inference"].append(row)
-        print(json.dumps(row), flush=True, file=sys.stderr)
+        for tile_px, overlap, precision, compile_model in inference_cfgs:
+            row = {"arch": arch, "image_px": size, "tile_px": tile_px, "overlap": overlap, "precision": precision,
+                   "compile": compile_model,
+                   **_run(_time_inference, (arch, size, tile_px, overlap, args.threads, precision, compile_model))}
+            result["inference"].append(row)
+            print(json.dumps(row), flush=True, file=sys.stderr)
     if "accuracy" in sections:
         result["accuracy"] = {"epochs": acc_epochs, **_run(_accuracy, (acc_epochs, args.threads))}
     if args.paper_run or (args.paper_run is None and cuda and not args.quick):

@@ -87,8 +87,8 @@ def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: flo
     h, w = image.shape
     th, tw = max(tile, math.ceil(h / k) * k), max(tile, math.ceil(w / k) * k)
     padded = np.pad(image, ((0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-    padded = torch.from_numpy(padded.astype(np.float32, copy=False)).to(device)  # tiles are cut where the network runs: one transfer per image
-    # blending also happens there, so a GPU hands back one image instead of every tile
+    # tiles are cut and blended where the network runs: one transfer of the image each way, not one per tile
+    padded = torch.from_numpy(padded.astype(np.float32, copy=False)).to(device)
     weight = torch.from_numpy(gaussian_weight(tile)).to(device)
     acc = torch.zeros((th, tw), dtype=torch.float32, device=device)
     norm = torch.zeros((th, tw), dtype=torch.float32, device=device)
