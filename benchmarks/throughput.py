@@ -249,7 +249,7 @@ def main(argv=None):
         steps, inf, acc_epochs = 2, ("n2_p44", 512, 128, 0.5), 2
     else:
         train_cfgs = [(a, s, b) for a in ("n2_p44", "n4_p2222") for s, b in ((256, 16), (512, 8), (512, 32))]
-        steps, inf, acc_epochs = (50 if cuda else 10), ("n2_p44", 4096, 512, 0.5), 15
+        steps, inf, acc_epochs = (50 if cuda else 20), ("n2_p44", 4096, 512, 0.5), 15
     methods = ("reference", "rfseg", "rfseg_cudnn_benchmark") if cuda else ("reference", "rfseg")
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                           "cuda": torch.cuda.get_device_name(0) if cuda else None,

@@ -101,15 +101,56 @@ class ArchSpec:
         return cls(**{k: v for k, v in d.items() if k in keys})
 
 
+class _ToChannelsFirst(torch.autograd.Function):
+    """Channels-last -> NCHW copy whose gradient goes back to channels-last (so no backward op sees mixed layouts)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+class _ToChannelsLast(torch.autograd.Function):
+    """NCHW -> channels-last copy whose gradient goes back to NCHW."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys) that normalises channels-last CPU tensors of
+    fewer than :attr:`NCHW_BELOW_CHANNELS` channels in NCHW and converts back.
+
+    PyTorch's CPU batch norm on channels-last tensors vectorises over channels, which this UNet has few of (4 and 8
+    at full and half resolution): there it ran about 10x slower than on NCHW, a third of a training step. The two
+    copies each way cost far less; the N = 4, 256 px training step runs 1.35x faster (README, Performance)."""
+
+    NCHW_BELOW_CHANNELS = 16
+
+    def forward(self, x):
+        if (x.device.type != "cpu" or x.shape[1] >= self.NCHW_BELOW_CHANNELS or x.is_contiguous()
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x)
+        return _ToChannelsLast.apply(super().forward(_ToChannelsFirst.apply(x)))
+
+
 class ResidualBlock(nn.Module):
     """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus a 1x1 projection of the input, added, then ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, dilation: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=dilation, dilation=dilation)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = BatchNorm2d(out_ch)
         self.project = nn.Conv2d(in_ch, out_ch, 1)
         self.relu = nn.ReLU(inplace=True)
 

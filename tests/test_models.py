@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from rfseg.errors import UserError
-from rfseg.models import ArchSpec, ResidualUNet, build_model, count_params, describe, receptive_field, sweep
+from rfseg.models import (ArchSpec, BatchNorm2d, ResidualUNet, build_model, count_params, describe, receptive_field,
+                          sweep)
 
 # Table 2 and the RF table of the paper (FACTS.md).
 PAPER_PARAMS = {2: 8074, 3: 32730, 4: 130682}
@@ -135,3 +136,28 @@ def test_sweep_sorted_and_bounded():
     rfs = [describe(s)["rf_px"] for s in specs]
     assert rfs == sorted(rfs) and max(rfs) <= 200
     assert [s.name for s in specs] == ["n2_p22", "n2_p24", "n2_p42", "n2_p28", "n2_p44", "n2_p82", "n2_p48"]
+
+
+@pytest.mark.parametrize("channels", [4, 32])
+def test_batch_norm_via_nchw_matches_plain_batch_norm(channels):
+    """The channels-last shortcut of rfseg's BatchNorm2d computes what nn.BatchNorm2d computes: same output, input
+    and parameter gradients and running statistics, output still channels-last, same state-dict keys."""
+    torch.manual_seed(0)
+    x = torch.randn(4, channels, 16, 16).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, channels, 16, 16).contiguous(memory_format=torch.channels_last)
+    ours, plain = BatchNorm2d(channels), nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        for bn in (ours, plain):
+            bn.weight.copy_(torch.linspace(0.5, 2, channels))
+            bn.bias.copy_(torch.linspace(-1, 1, channels))
+    results = []
+    for bn in (ours, plain):
+        xi = x.clone().requires_grad_()
+        y = bn(xi)
+        y.backward(grad)
+        results.append((y, xi.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    assert results[0][1].is_contiguous(memory_format=torch.channels_last)
+    assert ours.state_dict().keys() == plain.state_dict().keys()
