@@ -232,23 +232,29 @@ def _run(fn, args):
         return pool.apply(fn, (args,))
 
 
+SECTIONS = {"training", "inference", "accuracy"}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts, only to check it works")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--paper-run", action="store_true", default=None,
+    p.add_argument("--paper-run", action=argparse.BooleanOptionalAction, default=None,
                    help="also time a paper-sized training run (default: on a GPU only; hours on a CPU)")
+    p.add_argument("--archs", default="n2_p44,n4_p2222", help="architectures of the training section")
     p.add_argument("--paper-epochs", type=int, default=100, help="epochs of the paper-sized run (default 100)")
     p.add_argument("--sections", default="training,inference,accuracy",
-                   help="comma-separated subset of training,inference,accuracy (default: all)")
+                   help="comma-separated subset of training,inference,accuracy, or empty for none (default: all)")
     args = p.parse_args(argv)
-    sections = set(args.sections.split(","))
+    sections = set(filter(None, args.sections.split(",")))
+    if sections - SECTIONS:
+        p.error(f"--sections: unknown section(s) {sorted(sections - SECTIONS)}; choose from {sorted(SECTIONS)}")
     cuda = torch.cuda.is_available()
     if args.quick:
         train_cfgs = [("n2_p44", 64, 8), ("n4_p2222", 64, 8)]
         steps, inf, acc_epochs = 2, ("n2_p44", 512, 128, 0.5), 2
     else:
-        train_cfgs = [(a, s, b) for a in ("n2_p44", "n4_p2222") for s, b in ((256, 16), (512, 8), (512, 32))]
+        train_cfgs = [(a, s, b) for a in args.archs.split(",") for s, b in ((256, 16), (512, 8), (512, 32))]
         steps, inf, acc_epochs = (50 if cuda else 20), ("n2_p44", 4096, 512, 0.5), 15
     methods = ("reference", "rfseg", "rfseg_cudnn_benchmark") if cuda else ("reference", "rfseg")
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
@@ -269,7 +275,8 @@ def main(argv=None):
     inference_cfgs = [(tile, 0.5, "fp32", False), (tile, 0.5, fast, False), (tile, 0.25, "fp32", False),
                       (tile, 0.25, fast, False)]
     if not args.quick:
-        inference_cfgs += [(tile, 0.25, fast, True), (tile, 0.125, fast, True), (size, 0.0, fast, True)]
+        inference_cfgs += [(tile, 0.5, fast, True), (tile, 0.25, fast, True), (tile, 0.125, fast, True),
+                           (size, 0.0, fast, True)]
     if "inference" in sections:
         result["inference"] = []
         for tile_px, overlap, precision, compile_model in inference_cfgs:

@@ -512,7 +512,8 @@ def _add_predict(sub):
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bfloat16 on a CPU that supports it, float32 on a GPU (faster there); fp32: reference")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the models: slower start, faster tiles (for many or large micrographs)")
+                   help="torch.compile the models with freezing: 10-15 s once, then faster tiles (many or large "
+                        "micrographs)")
     p.add_argument("--on-pixel-mismatch", choices=["resample", "refuse"], default="resample")
     p.add_argument("--pixel-size", type=_positive_float, help="nm/px for images without one")
     p.add_argument("--min-area-nm2", type=float, default=0.0, help="drop particles smaller than this")

@@ -126,18 +126,20 @@ class _ToChannelsLast(torch.autograd.Function):
 
 
 class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys) that normalises channels-last CPU tensors of
-    fewer than :attr:`NCHW_BELOW_CHANNELS` channels in NCHW and converts back.
+    """``nn.BatchNorm2d`` (same parameters, buffers and state-dict keys) that, in training, normalises channels-last
+    CPU tensors of fewer than :attr:`NCHW_BELOW_CHANNELS` channels in NCHW and converts back.
 
-    PyTorch's CPU batch norm on channels-last tensors vectorises over channels, which this UNet has few of (4 and 8
-    at full and half resolution): there it ran about 10x slower than on NCHW, a third of a training step. The two
-    copies each way cost far less; the N = 4, 256 px training step runs 1.35x faster (README, Performance)."""
+    PyTorch's CPU batch-norm statistics on channels-last tensors vectorise over channels, which this UNet has few of
+    (4 and 8 at full and half resolution): there forward and backward ran about 10x slower than on NCHW, a third of
+    a training step. The two copies each way cost far less (README, Performance). In eval mode batch norm is a
+    per-channel affine map, fast in either layout, and left as it is so that compiled inference can fold it into
+    the convolutions."""
 
     NCHW_BELOW_CHANNELS = 16
 
     def forward(self, x):
-        if (x.device.type != "cpu" or x.shape[1] >= self.NCHW_BELOW_CHANNELS or x.is_contiguous()
-                or not x.is_contiguous(memory_format=torch.channels_last)):
+        if (not self.training or x.device.type != "cpu" or x.shape[1] >= self.NCHW_BELOW_CHANNELS
+                or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         return _ToChannelsLast.apply(super().forward(_ToChannelsFirst.apply(x)))
 

@@ -56,13 +56,17 @@ def kfold_groups(groups: list[str], folds: int, fold: int) -> dict[str, str]:
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 dihedral transforms (k = 0..7) on the last two axes: rotate k % 4 quarter turns, then
-    mirror left-right if k >= 4."""
+    mirror left-right if k >= 4. The identity (k = 0) returns ``x`` itself, not a copy."""
+    if k == 0:
+        return x
     y = torch.rot90(x, k % 4, dims=(-2, -1))
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
 
 
 def dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
     """Undo :func:`dihedral` (for test-time augmentation)."""
+    if k == 0:
+        return x
     y = torch.flip(x, dims=(-1,)) if k >= 4 else x
     return torch.rot90(y, -(k % 4), dims=(-2, -1))
 

@@ -12,7 +12,7 @@ import torch
 from helpers import make_patch_dir
 from test_train_evaluate import _train_cmd, _wait_for_epoch
 from rfseg.models import ArchSpec
-from rfseg.predict import sliding_window_probability
+from rfseg.predict import compiled, sliding_window_probability
 from rfseg.train import TrainConfig, load_model, train
 
 pytestmark = [
@@ -65,3 +65,5 @@ def test_gpu_and_cpu_predictions_agree(tmp_path):
     np.testing.assert_allclose(gpu, cpu, atol=2e-3)  # cuDNN runs float32 convolutions in TF32 by default
     fast = sliding_window_probability(gpu_model, image, 128, 0.5, device="cuda", precision="bf16")
     assert np.abs(fast - cpu).max() < 0.05
+    frozen = sliding_window_probability(compiled(gpu_model), image, 128, 0.5, device="cuda")
+    np.testing.assert_allclose(frozen, gpu, atol=2e-3)

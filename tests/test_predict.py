@@ -8,8 +8,8 @@ from helpers import make_patch_dir
 from rfseg import io
 from rfseg.errors import UserError
 from rfseg.models import ArchSpec
-from rfseg.predict import (gaussian_weight, inference_precision, particle_table, predict, sliding_window_probability,
-                           tile_starts)
+from rfseg.predict import (class_probability, gaussian_weight, inference_precision, particle_table, predict,
+                           sliding_window_probability, tile_starts)
 from rfseg.train import TrainConfig, load_model, train
 
 
@@ -127,3 +127,10 @@ def test_compiled_model_predicts_like_the_plain_one(toy_models):
     plain = sliding_window_probability(model, image, tile=128, overlap=0.25)
     fast = sliding_window_probability(compiled(model), image, tile=128, overlap=0.25)
     np.testing.assert_allclose(fast, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_class_probability_is_the_softmax(classes):
+    logits = torch.randn(2, classes, 8, 8) * 5
+    for k in range(classes):
+        torch.testing.assert_close(class_probability(logits, k), torch.softmax(logits, 1)[:, k])
