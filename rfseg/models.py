@@ -144,14 +144,30 @@ class BatchNorm2d(nn.BatchNorm2d):
         return _ToChannelsLast.apply(super().forward(_ToChannelsFirst.apply(x)))
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state-dict keys) that runs a *dilated* convolution on the CPU in float32
+    even under bfloat16 autocast.
+
+    On an AMD EPYC with AVX-512 BF16 (torch 2.13), oneDNN's bfloat16 channels-last kernel for dilated 3x3
+    convolutions returned NaN gradients whenever the input channels were not a multiple of 16, such as the 24 of the
+    first decoder of a dilated N = 2 model: training then silently produced a model that predicts nothing. Float32
+    is correct there, and only the dilated layers pay for it."""
+
+    def forward(self, x):
+        if self.dilation == (1, 1) or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(x.float())
+
+
 class ResidualBlock(nn.Module):
     """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus a 1x1 projection of the input, added, then ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, dilation: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
+        self.conv1 = Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
         self.bn1 = BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=dilation, dilation=dilation)
+        self.conv2 = Conv2d(out_ch, out_ch, 3, padding=dilation, dilation=dilation)
         self.bn2 = BatchNorm2d(out_ch)
         self.project = nn.Conv2d(in_ch, out_ch, 1)
         self.relu = nn.ReLU(inplace=True)

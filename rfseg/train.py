@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -194,6 +195,10 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
             for i in range(0, len(idx), cfg.batch_size):
                 b, k = idx[i:i + cfg.batch_size], ks[i:i + cfg.batch_size]
                 loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
+            if not math.isfinite(float(loss_sum)):
+                raise UserError(f"{out}: training diverged in epoch {epoch + 1} (the loss is not finite); the "
+                                f"checkpoint of the epoch before is kept: try training.precision fp32 or a lower "
+                                f"training.lr")
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
             history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / len(idx), "val_loss": val_loss,
                             "val_dice": val_dice, "seconds": time.perf_counter() - t0})

@@ -161,3 +161,17 @@ def test_batch_norm_via_nchw_matches_plain_batch_norm(channels):
     assert results[0][0].is_contiguous(memory_format=torch.channels_last)
     assert results[0][1].is_contiguous(memory_format=torch.channels_last)
     assert ours.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_dilated_convolutions_run_in_float32_under_cpu_autocast():
+    """oneDNN's bf16 channels-last dilated convolution returned NaN gradients for 24 input channels on one CPU;
+    rfseg's Conv2d runs dilated layers in float32 there, and plain ones in bfloat16."""
+    from rfseg.models import Conv2d
+
+    dilated, plain = Conv2d(24, 8, 3, padding=2, dilation=2), Conv2d(24, 8, 3, padding=1)
+    x = torch.randn(2, 24, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, z = dilated(x), plain(x)
+    assert y.dtype == torch.float32 and z.dtype == torch.bfloat16
+    (y.square().mean() + z.float().square().mean()).backward()
+    assert torch.isfinite(dilated.weight.grad).all() and torch.isfinite(x.grad).all()

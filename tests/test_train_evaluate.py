@@ -166,3 +166,13 @@ def test_uncalibrated_data_leave_nm_columns_empty(tmp_path):
     calibrated = make_patch_dir(tmp_path / "q", n=(6, 2, 2), pixel_size_nm=0.1)
     with pytest.raises(UserError, match="trained at an unknown pixel size"):
         evaluate(tmp_path / "run", calibrated, tmp_path / "f", "toy")
+
+
+def test_diverged_training_stops_with_a_clear_error_and_no_model(tmp_path):
+    patches = make_patch_dir(tmp_path / "p", n=(6, 2, 2), size=48)
+    images = np.load(patches / "train_images.npy")
+    images[0, 0, 0] = np.nan
+    np.save(patches / "train_images.npy", images)
+    with pytest.raises(UserError, match="training diverged in epoch 1 .*training.precision fp32"):
+        train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=2, **FAST))
+    assert not (tmp_path / "run/model.pt").exists() and not (tmp_path / "run/checkpoint.pt").exists()
