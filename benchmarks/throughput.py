@@ -4,6 +4,7 @@
     python -m benchmarks.throughput --quick    # seconds: checks that everything runs (CI)
     python -m benchmarks.throughput --paper-run   # also trains a paper-sized N=2 model (216 patches of 512 px, all
                                                   # 8 dihedral forms, 100 epochs, batch 32); default on a GPU
+    python -m benchmarks.throughput --sections training --archs n4_p2222 --no-paper-run   # a part only
 
 Reference (the paper's plain setup, kept here as the baseline): eager PyTorch, float32, NCHW, the 8 dihedral
 augmentations materialised as numpy arrays and sliced into batches. rfseg: ``rfseg.train.train_step`` exactly as the
@@ -251,7 +252,7 @@ def main(argv=None):
         p.error(f"--sections: unknown section(s) {sorted(sections - SECTIONS)}; choose from {sorted(SECTIONS)}")
     cuda = torch.cuda.is_available()
     if args.quick:
-        train_cfgs = [("n2_p44", 64, 8), ("n4_p2222", 64, 8)]
+        train_cfgs = [(a, 64, 8) for a in args.archs.split(",")]
         steps, inf, acc_epochs = 2, ("n2_p44", 512, 128, 0.5), 2
     else:
         train_cfgs = [(a, s, b) for a in args.archs.split(",") for s, b in ((256, 16), (512, 8), (512, 32))]
