@@ -196,8 +196,8 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
                 b, k = idx[i:i + cfg.batch_size], ks[i:i + cfg.batch_size]
                 loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
             if not math.isfinite(float(loss_sum)):
-                raise UserError(f"{out}: training diverged in epoch {epoch + 1} (the loss is not finite); the "
-                                f"checkpoint of the epoch before is kept: try training.precision fp32 or a lower "
+                raise UserError(f"{out}: training diverged in epoch {epoch + 1} (the loss is not finite); the last "
+                                f"checkpoint, if any, is kept: try training.precision fp32 or a lower "
                                 f"training.lr")
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
             history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / len(idx), "val_loss": val_loss,
