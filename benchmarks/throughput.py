@@ -251,11 +251,12 @@ def main(argv=None):
     if sections - SECTIONS:
         p.error(f"--sections: unknown section(s) {sorted(sections - SECTIONS)}; choose from {sorted(SECTIONS)}")
     cuda = torch.cuda.is_available()
+    archs = args.archs.split(",")
     if args.quick:
-        train_cfgs = [(a, 64, 8) for a in args.archs.split(",")]
+        train_cfgs = [(a, 64, 8) for a in archs]
         steps, inf, acc_epochs = 2, ("n2_p44", 512, 128, 0.5), 2
     else:
-        train_cfgs = [(a, s, b) for a in args.archs.split(",") for s, b in ((256, 16), (512, 8), (512, 32))]
+        train_cfgs = [(a, s, b) for a in archs for s, b in ((256, 16), (512, 8), (512, 32))]
         steps, inf, acc_epochs = (50 if cuda else 20), ("n2_p44", 4096, 512, 0.5), 15
     methods = ("reference", "rfseg", "rfseg_cudnn_benchmark") if cuda else ("reference", "rfseg")
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,

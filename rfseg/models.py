@@ -101,28 +101,18 @@ class ArchSpec:
         return cls(**{k: v for k, v in d.items() if k in keys})
 
 
-class _ToChannelsFirst(torch.autograd.Function):
-    """Channels-last -> NCHW copy whose gradient goes back to channels-last (so no backward op sees mixed layouts)."""
+class _Relayout(torch.autograd.Function):
+    """A copy into memory format ``to`` whose gradient is copied back into ``back``, so that no backward op sees
+    mixed layouts."""
 
     @staticmethod
-    def forward(ctx, x):
-        return x.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous(memory_format=torch.channels_last)
-
-
-class _ToChannelsLast(torch.autograd.Function):
-    """NCHW -> channels-last copy whose gradient goes back to NCHW."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.contiguous(memory_format=torch.channels_last)
+    def forward(ctx, x, to, back):
+        ctx.back = back
+        return x.contiguous(memory_format=to)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.contiguous()
+        return grad.contiguous(memory_format=ctx.back), None, None
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -141,7 +131,8 @@ class BatchNorm2d(nn.BatchNorm2d):
         if (not self.training or x.device.type != "cpu" or x.shape[1] >= self.NCHW_BELOW_CHANNELS
                 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        return _ToChannelsLast.apply(super().forward(_ToChannelsFirst.apply(x)))
+        nchw, cl = torch.contiguous_format, torch.channels_last
+        return _Relayout.apply(super().forward(_Relayout.apply(x, nchw, cl)), cl, nchw)
 
 
 class Conv2d(nn.Conv2d):

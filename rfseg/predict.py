@@ -69,7 +69,6 @@ class FrozenCompiled(torch.nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.model = model
         self.spec = model.spec
         self._compiled = torch.compile(model, dynamic=False)
 

@@ -56,9 +56,9 @@ def from_fingerprint(fp: dict, patch_px: int = 512) -> dict:
     elif contrast >= SERIES_MIN_CONTRAST_STD:
         (rf, name), basis = options[0], "fingerprint (this project's simulated series)"
         why = (f"amplitude contrast {contrast:.2f} background std lies in the range of this project's simulated "
-               f"series ({SERIES_MIN_CONTRAST_STD}-0.77 std, 2.4-11 nm particles), where the smallest RF was within one seed std of the "
-               f"best on all five sets; the paper found larger RFs help on its real low-contrast data, so on real "
-               f"micrographs confirm with a sweep (e.g. n2_p22 against n2_p84)")
+               f"series ({SERIES_MIN_CONTRAST_STD}-0.77 std, 2.4-11 nm particles), where the smallest RF was "
+               f"within one seed std of the best on all five sets; the paper found larger RFs help on its real "
+               f"low-contrast data, so on real micrographs confirm with a sweep (e.g. n2_p22 against n2_p84)")
     else:
         if not px or diam is None or math.isnan(diam):
             raise UserError("low-contrast data need a pixel size and particle diameters to size the RF")

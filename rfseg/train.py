@@ -195,12 +195,13 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
             for i in range(0, len(idx), cfg.batch_size):
                 b, k = idx[i:i + cfg.batch_size], ks[i:i + cfg.batch_size]
                 loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
-            if not math.isfinite(float(loss_sum)):
+            train_loss = float(loss_sum) / len(idx)
+            if not math.isfinite(train_loss):
                 raise UserError(f"{out}: training diverged in epoch {epoch + 1} (the loss is not finite); the last "
                                 f"checkpoint, if any, is kept: try training.precision fp32 or a lower "
                                 f"training.lr")
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
-            history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / len(idx), "val_loss": val_loss,
+            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                             "val_dice": val_dice, "seconds": time.perf_counter() - t0})
             print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {history[-1]['train_loss']:.4f} val_loss "
                   f"{val_loss:.4f} val_dice {val_dice:.4f} ({history[-1]['seconds']:.1f} s)", flush=True)
