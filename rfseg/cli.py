@@ -633,9 +633,11 @@ _SUBCOMMANDS = [_add_arch, _add_arch_table, _add_simulate, _add_preprocess, _add
 
 
 def _log_job_environment():
-    """One line naming the scheduler job and the GPUs it was given, for the job's log."""
+    """Under SLURM, one line naming the scheduler job and the GPUs it was given, for the job's log."""
     import os
 
+    if "SLURM_JOB_ID" not in os.environ:
+        return
     keys = {"SLURM_JOB_ID": "slurm_job", "CUDA_VISIBLE_DEVICES": "cuda_visible_devices"}
     print("[rfseg] " + " ".join(f"{v}={os.environ.get(k, '-')}" for k, v in keys.items()), flush=True,
           file=sys.stderr)

@@ -58,7 +58,8 @@ def preprocess_dataset(manifest: pd.DataFrame, out_dir, *, pixel_size_nm=None, x
     ``uncalibrated=True`` accepts micrographs without a pixel size: lengths then stay in px and every nm quantity
     downstream is left empty (NaN), never guessed."""
     rows = []
-    with io.atomic_dir(out_dir) as tmp:
+    reads = list(manifest["image"]) + list(manifest["mask"])
+    with io.atomic_dir(out_dir, reads=reads) as tmp:
         stems = set()
         for rec in manifest.to_dict("records"):
             override = rec.get("pixel_size_nm", pixel_size_nm)

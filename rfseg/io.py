@@ -217,6 +217,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the modes the user's umask asks for
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -224,23 +225,61 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+#: a file rfseg writes into every output folder it owns; only such folders are ever replaced
+OUTPUT_MARKER = ".rfseg-output"
+
+
+def check_output_dir(path, reads=()) -> Path:
+    """The output folder ``path`` after checking that replacing it loses nothing rfseg did not write.
+
+    Raises UserError if ``path`` is a file, a non-empty folder without rfseg's marker (a folder of the user's, the
+    working folder, a folder of raw micrographs), or holds any of the paths in ``reads`` (the inputs of the run)."""
+    path = Path(path)
+    if path.is_file():
+        raise UserError(f"{path}: the output folder is an existing file: choose a folder name")
+    resolved = path.resolve()
+    for r in reads:
+        r = Path(r).resolve()
+        if r == resolved or resolved in r.parents:
+            raise UserError(f"{path}: the output folder holds the input {r}: choose a separate output folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
+        raise UserError(f"{path}: the output folder already holds files that rfseg did not write: choose a new or "
+                        f"empty folder (rfseg replaces only folders it wrote itself)")
+    return path
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
+def atomic_dir(path: str | os.PathLike, reads=()):
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    ``path`` must be new, empty or a folder rfseg wrote before (see :func:`check_output_dir`); the folder written
+    carries :data:`OUTPUT_MARKER`. The old folder is moved aside, the new one renamed into place, then the old one
+    deleted, so at every moment ``path`` is either the old or the new complete folder."""
     import shutil
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    path = check_output_dir(path, reads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        (tmp / OUTPUT_MARKER).write_text("written by rfseg; rfseg may replace this folder as a whole\n")
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
         if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_tiff(path, data: np.ndarray, pixel_size_nm: float | None = None, compress: bool = True) -> None:

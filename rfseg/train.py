@@ -115,14 +115,21 @@ def train_step(model, opt, amp, memfmt, x_all, y_all, batch_idx, transforms) -> 
     return loss.detach()
 
 
-def _config_hash(spec: ArchSpec, cfg: TrainConfig, seed: int, patch_summary: dict) -> str:
-    blob = json.dumps([spec.to_dict(), asdict(cfg), seed, patch_summary], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _config_hash(spec: ArchSpec, cfg: TrainConfig, seed: int, patch_summary: dict, arrays) -> str:
+    """Identity of a training run: a checkpoint resumes only a run of the same architecture, settings, seed, patch
+    data (the arrays themselves, not only their summary) and training code (the import closure of this module)."""
+    from rfseg.provenance import fingerprint
+
+    h = hashlib.sha256(json.dumps([spec.to_dict(), asdict(cfg), seed, patch_summary, fingerprint(__name__)],
+                                  sort_keys=True).encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()[:16]
 
 
 def _load_checkpoint(path: Path, config_hash: str):
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"{path}: the checkpoint is corrupt or unreadable ({type(e).__name__}): delete it to "
                         f"start this training run over") from None
@@ -157,8 +164,9 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
     if size % spec.downsampling:
         raise UserError(f"patch size {size} px is not a multiple of {spec.downsampling} (product of the pools of "
                         f"{spec.name}): change patches.size")
-    x_train, y_train = (torch.from_numpy(np.array(a)) for a in data.load_split(patch_dir, "train"))
-    x_val, y_val = (torch.from_numpy(np.array(a)) for a in data.load_split(patch_dir, "val"))
+    x_train_np, y_train_np = (np.array(a) for a in data.load_split(patch_dir, "train"))
+    x_val_np, y_val_np = (np.array(a) for a in data.load_split(patch_dir, "val"))
+    x_train, y_train, x_val, y_val = map(torch.from_numpy, (x_train_np, y_train_np, x_val_np, y_val_np))
     if len(x_train) == 0 or len(x_val) == 0:
         raise UserError(f"{patch_dir}: the train or val split has no patches: add micrographs or lower "
                         f"patches.min_particle_px")
@@ -175,7 +183,7 @@ def train(patch_dir, out_dir, spec: ArchSpec, seed: int, cfg: TrainConfig, threa
     dtype = autocast_dtype(cfg.precision, device)
 
     amp = autocast_factory(device, dtype)
-    chash = _config_hash(spec, cfg, seed, summary)
+    chash = _config_hash(spec, cfg, seed, summary, (x_train_np, y_train_np, x_val_np, y_val_np))
     ckpt_path, history, start, best = out / "checkpoint.pt", [], 0, (-1.0, -1)
     if ckpt_path.exists() and (ckpt := _load_checkpoint(ckpt_path, chash)):
         model.load_state_dict(ckpt["model"])
