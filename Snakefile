@@ -1,4 +1,5 @@
-# rfseg workflow: see README.md. Rules live in workflow/rules/, one file per stage.
+# rfseg workflow: see README.md. Rules live in workflow/rules/, one file per stage family; the plan (targets, flags,
+# checks) is rfseg.plan, tested Python.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -22,10 +23,10 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/architectures.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/fourier.smk"
+include: "workflow/rules/baseline.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/predict.smk"
 
@@ -33,4 +34,4 @@ include: "workflow/rules/predict.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        PLAN.targets(),

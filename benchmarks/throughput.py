@@ -7,7 +7,7 @@
     python -m benchmarks.throughput --sections training --archs n4_p2222 --no-paper-run   # a part only
 
 Reference (the paper's plain setup, kept here as the baseline): eager PyTorch, float32, NCHW, the 8 dihedral
-augmentations materialised as numpy arrays and sliced into batches. rfseg: ``rfseg.train.train_step`` exactly as the
+augmentations materialised as numpy arrays and sliced into batches. rfseg: ``rfseg.blocks.training.train_step`` exactly as the
 pipeline runs it (patches held as tensors, augmentation on the fly on tensors, channels-last, bfloat16 autocast where
 the CPU supports it, CUDA autocast on a GPU). Every configuration runs in a fresh process, so each peak RSS is its own.
 """
@@ -37,7 +37,7 @@ def _data(n, size, seed=0):
 
 
 def _reference(spec_name, size, batch, steps, threads, device):
-    from rfseg.models import ArchSpec, build_model
+    from rfseg.blocks.models import ArchSpec, build_model
 
     torch.set_num_threads(threads)
     x, y = _data(2 * batch, size)
@@ -64,8 +64,10 @@ def _reference(spec_name, size, batch, steps, threads, device):
 
 
 def _rfseg(spec_name, size, batch, steps, threads, device):
-    from rfseg.models import ArchSpec, build_model
-    from rfseg.train import autocast_dtype, autocast_factory, epoch_plan, train_step
+    from rfseg.blocks.augment import epoch_plan
+    from rfseg.blocks.models import ArchSpec, build_model
+    from rfseg.blocks.runtime import autocast_dtype, autocast_factory
+    from rfseg.blocks.training import train_step
 
     torch.set_num_threads(threads)
     x, y = _data(2 * batch, size)
@@ -127,7 +129,7 @@ def _time_training(args):
     method, spec_name, size, batch, steps, threads = args
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        from rfseg.train import configure_cuda
+        from rfseg.blocks.runtime import configure_cuda
 
         configure_cuda(deterministic=method != "rfseg_cudnn_benchmark")
     build = _reference if method == "reference" else _rfseg
@@ -150,28 +152,25 @@ def _time_training(args):
 
 
 def _paper_run(args):
-    """Wall time of ``rfseg.train.train`` on a paper-sized N=2 (pools 4,4) task: 216 train and 31 val patches of
+    """Wall time of ``rfseg.stages.train.train`` on a paper-sized N=2 (pools 4,4) task: 216 train and 31 val patches of
     512 px (random data: the time does not depend on the content), all 8 dihedral forms per epoch, batch 32."""
     epochs, threads = args
     import tempfile
 
-    from rfseg.models import ArchSpec
-    from rfseg.train import TrainConfig, train
+    from rfseg.blocks import artifacts
+    from rfseg.blocks.models import ArchSpec
+    from rfseg.stages.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(sys.stderr):
-        summary = {"dataset": "paper-sized", "patch_size_px": 512, "pixel_size_nm": 0.02152, "splits": {}}
-        for split, n in (("train", 216), ("val", 31)):
-            x, y = _data(n, 512, seed=len(split))
-            np.save(f"{d}/{split}_images.npy", x)
-            np.save(f"{d}/{split}_masks.npy", y)
-        with open(f"{d}/summary.json", "w") as f:
-            json.dump(summary, f)
+        splits = {split: _data(n, 512, seed=len(split)) for split, n in (("train", 216), ("val", 31), ("test", 0))}
+        artifacts.write_patch_folder(f"{d}/p", splits, {"dataset": "paper-sized", "patch_size_px": 512,
+                                                         "pixel_size_nm": 0.02152})
         cfg = TrainConfig(epochs=epochs, batch_size=32, lr=1e-4, augment="all8")
         cuda = torch.cuda.is_available()
         util = _GpuUtilisation() if cuda else contextlib.nullcontext()
         with util:
             t = time.perf_counter()
-            meta = train(d, f"{d}/model", ArchSpec(2, (4, 4)), 752, cfg, threads=threads)
+            meta = train(f"{d}/p", f"{d}/model", ArchSpec(2, (4, 4)), 752, cfg, threads=threads)
             dt = time.perf_counter() - t
     return {"epochs": epochs, "train_patches": 216, "patch_px": 512, "augment": "all8", "batch": 32,
             "seconds": dt, "minutes": dt / 60, "seconds_per_epoch": dt / epochs, "device": meta["device"],
@@ -180,8 +179,8 @@ def _paper_run(args):
 
 def _time_inference(args):
     spec_name, size, tile, overlap, threads, precision, compile_model = args
-    from rfseg.models import ArchSpec, build_model
-    from rfseg.predict import compiled, sliding_window_probability
+    from rfseg.blocks.inference import compiled, sliding_window_probability
+    from rfseg.blocks.models import ArchSpec, build_model
 
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -208,16 +207,17 @@ def _accuracy(args):
     epochs, threads = args
     import tempfile
 
-    from rfseg import data
-    from rfseg.evaluate import evaluate
-    from rfseg.models import ArchSpec
-    from rfseg.simulate import lowres, write_dataset
-    from rfseg.train import TrainConfig, train
+    from rfseg.blocks.models import ArchSpec
+    from rfseg.stages.evaluate import evaluate
+    from rfseg.stages.patches import make_patches
+    from rfseg.stages.preprocess import preprocess
+    from rfseg.stages.simulate import simulate
+    from rfseg.stages.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(sys.stderr):
-        write_dataset(f"{d}/sim", lowres.simulate_dataset(6, 3, size=256))
-        data.preprocess_dataset(data.read_manifest(f"{d}/sim/manifest.csv"), f"{d}/pre")
-        data.make_patches(f"{d}/pre", f"{d}/p", size=128, min_particle_px=200)
+        simulate("lowres", f"{d}/sim", n_images=6, seed=3, size=256)
+        preprocess(f"{d}/pre", manifest=f"{d}/sim/manifest.csv")
+        make_patches(f"{d}/pre", f"{d}/p", patch_size_px=128, min_particle_px=200)
         out = {}
         for label, precision, seed in [("fp32", "fp32", 1), ("fast", "auto", 1), ("fp32_seed2", "fp32", 2)]:
             cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, augment="random8", precision=precision)

@@ -33,15 +33,28 @@ def _package_of(name: str, path: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
-def direct_imports(name: str, root: Path = ROOT) -> set[str]:
-    """rfseg modules that the source of module ``name`` imports anywhere in its body."""
+def _nodes(tree: ast.AST, toplevel_only: bool):
+    if not toplevel_only:
+        yield from ast.walk(tree)
+        return
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo += [c for c in ast.iter_child_nodes(node)
+                 if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+
+
+def direct_imports(name: str, root: Path = ROOT, toplevel_only: bool = False) -> set[str]:
+    """rfseg modules that the source of module ``name`` imports anywhere in its body (with ``toplevel_only``: outside
+    functions, i.e. on import)."""
     path = module_file(name, root)
     if path is None:
         raise ModuleNotFoundError(f"no rfseg module {name!r} under {root}")
     tree = ast.parse(path.read_text(), filename=str(path))
     package = _package_of(name, path)
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _nodes(tree, toplevel_only):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -56,9 +69,9 @@ def direct_imports(name: str, root: Path = ROOT) -> set[str]:
     return {m for m in found if module_file(m, root) is not None}
 
 
-def closure(*names: str, root: Path = ROOT) -> list[str]:
+def closure(*names: str, root: Path = ROOT, toplevel_only: bool = False) -> list[str]:
     """Sorted names of every rfseg module that importing ``names`` (and running any of their code) can load,
-    including the packages' ``__init__`` modules."""
+    including the packages' ``__init__`` modules; with ``toplevel_only``, what importing them loads."""
     seen: set[str] = set()
     todo = list(names)
     while todo:
@@ -68,7 +81,7 @@ def closure(*names: str, root: Path = ROOT) -> list[str]:
         seen.add(name)
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run their __init__
-        todo += direct_imports(name, root)
+        todo += direct_imports(name, root, toplevel_only)
     return sorted(seen)
 
 
@@ -88,11 +101,26 @@ def _file_digest(path: Path, mtime_ns: int) -> str:
     return hashlib.sha256(_normalised_source(path).encode()).hexdigest()
 
 
-def fingerprint(*names: str, root: Path = ROOT) -> str:
-    """12-hex-digit hash of the import closure of ``names``: changes when, and only when, code it runs changes."""
+def _digest(modules, root: Path) -> str:
     h = hashlib.sha256()
-    for name in closure(*names, root=root):
+    for name in modules:
         path = module_file(name, root)
         h.update(name.encode())
         h.update(_file_digest(path, path.stat().st_mtime_ns).encode())
     return h.hexdigest()[:12]
+
+
+def fingerprint(*names: str, root: Path = ROOT) -> str:
+    """12-hex-digit hash of the import closure of ``names``: changes when, and only when, code it runs changes."""
+    return _digest(closure(*names, root=root), root)
+
+
+def command_modules(stage_module: str, root: Path = ROOT) -> list[str]:
+    """The rfseg modules that a command calling ``stage_module`` runs (see :data:`rfseg.cli.COMMANDS`): the command
+    line itself (what importing it loads) and the import closure of the stage module."""
+    return sorted(set(closure("rfseg.cli", root=root, toplevel_only=True)) | set(closure(stage_module, root=root)))
+
+
+def command_fingerprint(stage_module: str, root: Path = ROOT) -> str:
+    """Fingerprint of the code a command calling ``stage_module`` runs; the workflow gives it to every job."""
+    return _digest(command_modules(stage_module, root), root)

@@ -1,22 +1,7 @@
-import subprocess
-import sys
-from pathlib import Path
-
+import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FORMATS = SHARED / "data" / "formats"
-
-
-def run_cli(*args, cwd=None, check_rc=None):
-    """Run the installed `rfseg` command in a subprocess; returns CompletedProcess with text output."""
-    exe = Path(sys.executable).with_name("rfseg")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rfseg.cli"]
-    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd)
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stderr + proc.stdout
-    return proc
+from support import FORMATS, make_patch_dir, run_cli
 
 
 @pytest.fixture
@@ -29,3 +14,25 @@ def formats_dir():
     if not FORMATS.is_dir():
         pytest.skip(f"format fixtures not present: {FORMATS} (GPL-3 test data kept outside the project)")
     return FORMATS
+
+
+@pytest.fixture(scope="session")
+def toy_models(tmp_path_factory):
+    """Two bundles (seeds 1 and 2) of n2_p22 trained on bright disks in noise at 0.25 nm/px."""
+    from rfseg.blocks.models import ArchSpec
+    from rfseg.stages.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("models")
+    patches = make_patch_dir(root / "p", n=(24, 4, 4), size=64, pixel_size_nm=0.25)
+    cfg = TrainConfig(epochs=20, batch_size=8, lr=3e-3, augment="random8", precision="fp32")
+    return [train(patches, root / f"m{s}", ArchSpec(2, (2, 2)), s, cfg) and root / f"m{s}" for s in (1, 2)]
+
+
+def disks(size=256, seed=0):
+    """(image float32 (size, size), truth bool): five bright discs of radius 6 px in noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = np.zeros((size, size), bool)
+    for cy, cx in [(40, 40), (40, 200), (128, 128), (210, 60), (200, 200)]:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < 6**2
+    return (rng.normal(0, 0.5, (size, size)) + 1.5 * mask).astype(np.float32), mask

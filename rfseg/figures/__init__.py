@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from rfseg import io  # noqa: E402
+from rfseg.blocks import io  # noqa: E402
 from rfseg.errors import UserError  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
@@ -57,3 +57,46 @@ def rf_axis(df):
     if "rf_nm" in df and df["rf_nm"].notna().any():
         return "rf_nm", "receptive field (nm)"
     return "rf_px", "receptive field (px)"
+
+
+#: every figure kind, what it shows and which inputs it needs
+FIGURES = {
+    "dice-vs-rf": ("hard and soft dice against RF per number of blocks, Fourier band", ("metrics",)),
+    "dilation": ("pooling vs dilation at N = 2", ("metrics",)),
+    "sizes": ("recovered fraction against RF by particle size", ("metrics", "particles")),
+    "examples": ("test segmentations with RF squares", ("patches", "evals")),
+    "false-negatives": ("FN maps of Fourier filtering and networks", ("patches", "fourier", "evals")),
+    "fn-overlap": ("Jaccard of FN maps, Fourier vs networks", ("fn_overlap",)),
+    "edges": ("zoomed edges, pooled vs dilated network (evals: POOLED DILATED)", ("patches", "evals")),
+    "curves": ("training and validation curves", ("models",)),
+    "erf": ("effective receptive fields", ("erfs", "models")),
+    "series": ("best RF against particle size and contrast across datasets", ("metrics", "fingerprints")),
+}
+
+
+def draw(kind: str, dataset: str, out, **inputs) -> None:
+    """Draw one figure of ``kind`` (see :data:`FIGURES`) from result files into ``out`` (PNG + SVG)."""
+    from rfseg.figures import maps, rf, training
+
+    if kind not in FIGURES:
+        raise UserError(f"unknown figure {kind!r}: choose one of {', '.join(FIGURES)}")
+    missing = [k for k in FIGURES[kind][1] if not inputs.get(k)]
+    if missing:
+        raise UserError(f"figure {kind} needs --{', --'.join(k.replace('_', '-') for k in missing)}")
+    i = inputs
+    if kind == "edges" and len(i["evals"]) != 2:
+        raise UserError("figure edges needs --evals POOLED_DIR DILATED_DIR")
+    if kind == "erf" and len(i["erfs"]) != len(i["models"]):
+        raise UserError("figure erf needs one --models folder per --erfs file")
+    {
+        "dice-vs-rf": lambda: rf.dice_vs_rf(i["metrics"], dataset, out),
+        "dilation": lambda: rf.dilation_vs_pooling(i["metrics"], dataset, out),
+        "sizes": lambda: rf.size_bins(i["particles"], i["metrics"], dataset, out),
+        "examples": lambda: maps.examples(i["patches"], i["evals"], dataset, out),
+        "false-negatives": lambda: maps.false_negatives(i["patches"], i["fourier"], i["evals"], dataset, out),
+        "fn-overlap": lambda: maps.fn_overlap(i["fn_overlap"], dataset, out),
+        "edges": lambda: maps.edges(i["patches"], i["evals"][0], i["evals"][1], dataset, out),
+        "curves": lambda: training.curves(i["models"], dataset, out),
+        "erf": lambda: maps.erf_maps(i["erfs"], i["models"], dataset, out),
+        "series": lambda: rf.series(i["metrics"], i["fingerprints"], out),
+    }[kind]()

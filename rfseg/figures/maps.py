@@ -3,28 +3,23 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import tifffile
 from matplotlib.patches import Rectangle
 
+from rfseg.blocks import artifacts, bundle
+from rfseg.blocks.metrics import dice_per_patch
 from rfseg.figures import PALETTE, plt, require, save, style
-from rfseg.metrics import dice_per_patch
 
 
 def _eval(eval_dir):
-    d = Path(eval_dir)
-    require(d / "metrics.csv", d / "probabilities.tif")
-    return pd.read_csv(d / "metrics.csv").iloc[0], tifffile.imread(d / "probabilities.tif")
+    return artifacts.read_eval(eval_dir)
 
 
 def _test_split(patch_dir):
-    d = Path(patch_dir)
-    require(d / "test_images.npy", d / "test_masks.npy")
-    return np.load(d / "test_images.npy"), np.load(d / "test_masks.npy").astype(bool)
+    images, masks = artifacts.load_split(patch_dir, "test", mmap=False)
+    return images, masks.astype(bool)
 
 
 def _pick_patches(masks, k):
@@ -85,7 +80,7 @@ def examples(patch_dir, eval_dirs, dataset: str, out, n_examples: int = 3) -> No
 def false_negatives(patch_dir, fourier_dir, eval_dirs, dataset: str, out, n_examples: int = 2) -> None:
     """False-negative maps of Fourier filtering and of each network on the same test patches (Fig. 7)."""
     style()
-    fourier_fn, note = _fourier_fn(fourier_dir)
+    fourier_fn, note = artifacts.read_fourier_false_negatives(fourier_dir)
     images, masks, evals, idx, fig, axes = _panel_grid(patch_dir, eval_dirs, n_examples)
     for r, i in enumerate(idx):
         axes[r, 0].imshow(images[i], cmap="gray")
@@ -102,16 +97,6 @@ def false_negatives(patch_dir, fourier_dir, eval_dirs, dataset: str, out, n_exam
     _no_ticks(axes)
     fig.suptitle(f"{dataset}: false negatives (bright = particle pixel missed)")
     save(fig, out)
-
-
-def _fourier_fn(fourier_dir):
-    """(false-negative maps or None, why none): a skipped baseline has a note in its metrics row instead."""
-    d = Path(fourier_dir)
-    require(d / "metrics.csv")
-    if (d / "false_negatives.tif").is_file():
-        return tifffile.imread(d / "false_negatives.tif").astype(bool), ""
-    note = pd.read_csv(d / "metrics.csv")["note"].fillna("").iloc[0]
-    return None, f"Fourier baseline {note}" if note else "Fourier baseline not run"
 
 
 def fn_overlap(fn_overlap_csv, dataset: str, out) -> None:
@@ -162,11 +147,11 @@ def edges(patch_dir, pooled_dir, dilated_dir, dataset: str, out) -> None:
     save(fig, out)
 
 
-def erf_maps(erf_tifs, model_jsons, dataset: str, out) -> None:
+def erf_maps(erf_tifs, model_dirs, dataset: str, out) -> None:
     """Effective receptive field maps (log scale) with the theoretical RF square (S9)."""
     style()
-    require(*erf_tifs, *model_jsons)
-    items = sorted(((tifffile.imread(t), json.loads(Path(j).read_text())) for t, j in zip(erf_tifs, model_jsons)),
+    require(*erf_tifs)
+    items = sorted(((tifffile.imread(t), bundle.read_bundle_meta(m)) for t, m in zip(erf_tifs, model_dirs)),
                    key=lambda e: e[1]["rf_px"])
     fig, axes = plt.subplots(1, len(items), figsize=(3.2 * len(items), 3.4), squeeze=False)
     for ax, (erf, meta) in zip(axes[0], items):

@@ -117,8 +117,7 @@ def series(metrics_csv, fingerprint_csvs, out) -> None:
     dataset, then each dataset's best RF (smallest within one seed std of the best mean hard dice) against its median
     particle diameter and against its amplitude contrast. The best-RF axis spans the swept RFs, so a dataset whose
     best RF is the smallest one sits on the bottom edge."""
-    from rfseg.evaluate import aggregate
-    from rfseg.recommend import best_rf
+    from rfseg.blocks.stats import aggregate, smallest_rf_within_one_std
 
     style()
     require(metrics_csv, *fingerprint_csvs)
@@ -128,7 +127,8 @@ def series(metrics_csv, fingerprint_csvs, out) -> None:
     if nets.empty:
         raise UserError(f"{metrics_csv} has no network results for the fingerprinted datasets")
     rf_col, unit = ("rf_nm", "nm") if nets["rf_nm"].notna().all() else ("rf_px", "px")
-    rows = [{"dataset": ds, "best_rf": best_rf(summary, ds)[rf_col], **fps.loc[ds].to_dict()}
+    rows = [{"dataset": ds, "best_rf": smallest_rf_within_one_std(summary, ds)["pick"][rf_col],
+             **fps.loc[ds].to_dict()}
             for ds in fps.index if (nets["dataset"] == ds).any()]
     t = pd.DataFrame(rows)
     size_col = "diameter_median_nm" if "diameter_median_nm" in t and t["diameter_median_nm"].notna().any() \

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
+from rfseg.blocks import bundle
 from rfseg.figures import PALETTE, plt, require, save, style
 
 
-def curves(history_csvs, dataset: str, out) -> None:
+def curves(model_dirs, dataset: str, out) -> None:
     """Training loss, validation loss and validation dice per epoch; one colour per architecture, one line per seed."""
     style()
-    require(*history_csvs)
     runs = []
-    for h in history_csvs:
-        meta = json.loads((Path(h).parent / "model.json").read_text())
-        runs.append((meta["name"], meta["rf_px"], meta["seed"], pd.read_csv(h)))
+    for d in model_dirs:
+        history = bundle.bundle_files(d)["history"]
+        require(history)
+        meta = bundle.read_bundle_meta(d)
+        runs.append((meta["name"], meta["rf_px"], meta["seed"], pd.read_csv(history)))
     archs = sorted({(rf, name) for name, rf, _, _ in runs})
     colour = {name: PALETTE[i % len(PALETTE)] for i, (_, name) in enumerate(archs)}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))

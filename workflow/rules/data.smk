@@ -1,10 +1,13 @@
+# Data stages: simulated demo data, preprocessing, patches.
+
+
 rule simulate:
     output:
-        directory(f"{RESULTS}/{{dataset}}/raw"),
+        directory(L.raw(DS)),
     log:
-        f"{RESULTS}/logs/simulate/{{dataset}}.log",
+        L.log("simulate", DS),
     benchmark:
-        f"{RESULTS}/benchmarks/simulate/{{dataset}}.tsv"
+        L.benchmark("simulate", DS)
     conda:
         "../envs/rfseg.yaml"
     threads: 2
@@ -13,21 +16,21 @@ rule simulate:
         runtime=60,
     params:
         kind=lambda wc: DATASETS[wc.dataset]["simulate"]["kind"],
-        options=lambda wc: simulate_options(wc.dataset),
+        options=lambda wc: PLAN.simulate_flags(DATASETS[wc.dataset]["simulate"]),
         code=CODE["simulate"],
     shell:
-        "rfseg simulate {params.kind} {params.options} --threads {threads} --out {output} > {log} 2>&1"
+        "rfseg simulate {params.kind} {params.options} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule preprocess:
     input:
-        lambda wc: raw_inputs(wc.dataset),
+        lambda wc: PLAN.raw_inputs(wc.dataset),
     output:
-        directory(f"{RESULTS}/{{dataset}}/preprocessed"),
+        directory(L.preprocessed(DS)),
     log:
-        f"{RESULTS}/logs/preprocess/{{dataset}}.log",
+        L.log("preprocess", DS),
     benchmark:
-        f"{RESULTS}/benchmarks/preprocess/{{dataset}}.tsv"
+        L.benchmark("preprocess", DS)
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -35,22 +38,22 @@ rule preprocess:
         mem_mb=4000,
         runtime=30,
     params:
-        source=preprocess_source,
-        options=lambda wc: preprocess_options(wc.dataset),
+        source=lambda wc, input: PLAN.preprocess_source(wc.dataset, input[0]),
+        options=lambda wc: PLAN.preprocess_flags(wc.dataset),
         code=CODE["preprocess"],
     shell:
-        "rfseg preprocess {params.source} {params.options} --out {output} > {log} 2>&1"
+        "rfseg preprocess {params.source} {params.options} --out {output:q} > {log:q} 2>&1"
 
 
 rule patches:
     input:
-        f"{RESULTS}/{{dataset}}/preprocessed",
+        L.preprocessed(DS),
     output:
-        directory(f"{RESULTS}/{{dataset}}/patches"),
+        directory(L.patches(DS)),
     log:
-        f"{RESULTS}/logs/patches/{{dataset}}.log",
+        L.log("patches", DS),
     benchmark:
-        f"{RESULTS}/benchmarks/patches/{{dataset}}.tsv"
+        L.benchmark("patches", DS)
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -60,8 +63,8 @@ rule patches:
     params:
         size=lambda wc: DATASETS[wc.dataset]["patches"]["size"],
         min_particle_px=lambda wc: DATASETS[wc.dataset]["patches"]["min_particle_px"],
-        split=lambda wc: split_options(wc.dataset),
+        split=lambda wc: PLAN.split_flags(wc.dataset),
         code=CODE["patches"],
     shell:
-        "rfseg patches --preprocessed {input} --size {params.size} --min-particle-px {params.min_particle_px}"
-        " {params.split} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "rfseg patches --preprocessed {input:q} --size {params.size} --min-particle-px {params.min_particle_px}"
+        " {params.split} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"

@@ -1,285 +1,197 @@
-# Figures of the paper, each from result files only (no model, no GPU), as report() items with captions.
-FIG = f"{RESULTS}/figures/{{dataset}}"
-
-
-rule erf:
-    input:
-        model=f"{RESULTS}/{{dataset}}/models/{{arch}}/seed{{seed}}/model.pt",
-        patches=f"{RESULTS}/{{dataset}}/patches",
-    output:
-        f"{RESULTS}/{{dataset}}/erf/{{arch}}_seed{{seed}}.tif",
-    log:
-        f"{RESULTS}/logs/erf/{{dataset}}/{{arch}}_seed{{seed}}.log",
-    conda:
-        "../envs/rfseg.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
-    params:
-        code=CODE["erf"],
-    shell:
-        "rfseg erf --model $(dirname {input.model}) --patches {input.patches} --out {output} > {log} 2>&1"
+# Figures of the paper, each from result files only (no model weights), as report() items with captions.
 
 
 rule figure_dice_vs_rf:
     input:
-        f"{RESULTS}/metrics.csv",
+        L.metrics(),
     output:
-        png=report(
-            f"{FIG}/dice_vs_rf.png",
-            caption="../report/dice_vs_rf.rst",
-            category="Dice vs receptive field",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/dice_vs_rf.svg",
+        png=figure("dice_vs_rf", "Dice vs receptive field"),
+        svg=L.figure(DS, "dice_vs_rf", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_dice_vs_rf.log",
+        L.log("figures", f"{DS}_dice_vs_rf"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        code=CODE["figure"],
     shell:
-        "rfseg figure dice-vs-rf --dataset {wildcards.dataset} --metrics {input} --out {output.png} > {log} 2>&1"
+        "rfseg figure dice-vs-rf --dataset {wildcards.dataset} --metrics {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure_sizes:
     input:
-        metrics=f"{RESULTS}/metrics.csv",
-        particles=lambda wc: eval_files(wc.dataset, "particles.csv"),
+        metrics=L.metrics(),
+        particles=lambda wc: [
+            str(eval_files(d)["particles"]) for d in PLAN.eval_dirs(wc.dataset)
+        ],
     output:
-        png=report(
-            f"{FIG}/dice_by_size.png",
-            caption="../report/dice_by_size.rst",
-            category="Dice vs receptive field",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/dice_by_size.svg",
+        png=figure("dice_by_size", "Dice vs receptive field"),
+        svg=L.figure(DS, "dice_by_size", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_sizes.log",
+        L.log("figures", f"{DS}_sizes"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        code=CODE["figure"],
     shell:
-        "rfseg figure sizes --dataset {wildcards.dataset} --metrics {input.metrics} --particles {input.particles}"
-        " --out {output.png} > {log} 2>&1"
+        "rfseg figure sizes --dataset {wildcards.dataset} --metrics {input.metrics:q} --particles {input.particles:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure_dilation:
     input:
-        f"{RESULTS}/metrics.csv",
+        L.metrics(),
     output:
-        png=report(
-            f"{FIG}/pooling_vs_dilation.png",
-            caption="../report/pooling_vs_dilation.rst",
-            category="Pooling vs dilation",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/pooling_vs_dilation.svg",
+        png=figure("pooling_vs_dilation", "Pooling vs dilation"),
+        svg=L.figure(DS, "pooling_vs_dilation", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_dilation.log",
+        L.log("figures", f"{DS}_dilation"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        code=CODE["figure"],
     shell:
-        "rfseg figure dilation --dataset {wildcards.dataset} --metrics {input} --out {output.png} > {log} 2>&1"
+        "rfseg figure dilation --dataset {wildcards.dataset} --metrics {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure_edges:
     input:
-        patches=f"{RESULTS}/{{dataset}}/patches",
+        patches=L.patches(DS),
         evals=lambda wc: [
-            f"{RESULTS}/{wc.dataset}/eval/{a}/seed{seeds(wc.dataset)[0]}/metrics.csv"
-            for a in edge_pair(wc.dataset)
+            str(v)
+            for a in PLAN.edge_pair(wc.dataset)
+            for k, v in eval_files(
+                L.eval(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+            ).items()
+            if k in ("metrics", "probabilities")
         ],
     output:
-        png=report(
-            f"{FIG}/edges.png",
-            caption="../report/edges.rst",
-            category="Pooling vs dilation",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/edges.svg",
+        png=figure("edges", "Pooling vs dilation"),
+        svg=L.figure(DS, "edges", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_edges.log",
+        L.log("figures", f"{DS}_edges"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        evals=lambda wc: [
+            L.eval(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+            for a in PLAN.edge_pair(wc.dataset)
+        ],
+        code=CODE["figure"],
     shell:
-        "rfseg figure edges --dataset {wildcards.dataset} --patches {input.patches}"
-        " --evals $(for f in {input.evals}; do dirname $f; done) --out {output.png} > {log} 2>&1"
+        "rfseg figure edges --dataset {wildcards.dataset} --patches {input.patches:q} --evals {params.evals:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure_examples:
     input:
-        patches=f"{RESULTS}/{{dataset}}/patches",
-        evals=lambda wc: example_evals(wc.dataset),
+        patches=L.patches(DS),
+        evals=example_eval_files,
     output:
-        png=report(
-            f"{FIG}/examples.png",
-            caption="../report/examples.rst",
-            category="Example segmentations",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/examples.svg",
+        png=figure("examples", "Example segmentations"),
+        svg=L.figure(DS, "examples", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_examples.log",
+        L.log("figures", f"{DS}_examples"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        evals=lambda wc: PLAN.example_evals(wc.dataset),
+        code=CODE["figure"],
     shell:
-        "rfseg figure examples --dataset {wildcards.dataset} --patches {input.patches}"
-        " --evals $(for f in {input.evals}; do dirname $f; done) --out {output.png} > {log} 2>&1"
+        "rfseg figure examples --dataset {wildcards.dataset} --patches {input.patches:q} --evals {params.evals:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure_false_negatives:
     input:
-        patches=f"{RESULTS}/{{dataset}}/patches",
-        fourier=f"{RESULTS}/{{dataset}}/fourier/metrics.csv",
-        overlap=f"{RESULTS}/{{dataset}}/fourier/fn_overlap.csv",
-        evals=lambda wc: example_evals(wc.dataset),
+        patches=L.patches(DS),
+        fourier=L.fourier(DS),
+        overlap=L.fn_overlap(DS),
+        evals=example_eval_files,
     output:
-        maps=report(
-            f"{FIG}/false_negatives.png",
-            caption="../report/false_negatives.rst",
-            category="False negatives vs Fourier filtering",
-            subcategory="{dataset}",
-        ),
-        maps_svg=f"{FIG}/false_negatives.svg",
-        overlap=report(
-            f"{FIG}/fn_overlap.png",
-            caption="../report/fn_overlap.rst",
-            category="False negatives vs Fourier filtering",
-            subcategory="{dataset}",
-        ),
-        overlap_svg=f"{FIG}/fn_overlap.svg",
+        maps=figure("false_negatives", "False negatives vs Fourier filtering"),
+        maps_svg=L.figure(DS, "false_negatives", "svg"),
+        overlap=figure("fn_overlap", "False negatives vs Fourier filtering"),
+        overlap_svg=L.figure(DS, "fn_overlap", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_false_negatives.log",
+        L.log("figures", f"{DS}_false_negatives"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        evals=lambda wc: PLAN.example_evals(wc.dataset),
+        code=CODE["figure"],
     shell:
-        "(rfseg figure false-negatives --dataset {wildcards.dataset} --patches {input.patches}"
-        " --fourier $(dirname {input.fourier}) --evals $(for f in {input.evals}; do dirname $f; done)"
-        " --out {output.maps} && rfseg figure fn-overlap --dataset {wildcards.dataset}"
-        " --fn-overlap {input.overlap} --out {output.overlap}) > {log} 2>&1"
+        "(rfseg figure false-negatives --dataset {wildcards.dataset} --patches {input.patches:q}"
+        " --fourier {input.fourier:q} --evals {params.evals:q} --out {output.maps:q}"
+        " && rfseg figure fn-overlap --dataset {wildcards.dataset} --fn-overlap {input.overlap:q}"
+        " --out {output.overlap:q}) > {log:q} 2>&1"
 
 
 rule figure_curves:
     input:
-        lambda wc: [f"{d}/history.csv" for d in model_dirs(wc.dataset)],
+        history=lambda wc: model_files(wc.dataset, "history"),
+        meta=lambda wc: model_files(wc.dataset, "meta"),
     output:
-        png=report(
-            f"{FIG}/training_curves.png",
-            caption="../report/training_curves.rst",
-            category="Training curves",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/training_curves.svg",
+        png=figure("training_curves", "Training curves"),
+        svg=L.figure(DS, "training_curves", "svg"),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}_curves.log",
+        L.log("figures", f"{DS}_curves"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        models=lambda wc: PLAN.model_dirs(wc.dataset),
+        code=CODE["figure"],
     shell:
-        "rfseg figure curves --dataset {wildcards.dataset} --histories {input} --out {output.png} > {log} 2>&1"
+        "rfseg figure curves --dataset {wildcards.dataset} --models {params.models:q} --out {output.png:q}"
+        " > {log:q} 2>&1"
 
 
 rule figure_erf:
     input:
         erfs=lambda wc: [
-            f"{RESULTS}/{wc.dataset}/erf/{a}_seed{seeds(wc.dataset)[0]}.tif"
-            for a in architectures(wc.dataset)
+            L.erf(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+            for a in PLAN.architectures(wc.dataset)
         ],
+        meta=lambda wc: [
+            str(
+                bundle_files(L.model(wc.dataset, a, PLAN.seeds(wc.dataset)[0]))["meta"]
+            )
+            for a in PLAN.architectures(wc.dataset)
+        ],
+    output:
+        png=figure("effective_rf", "Effective receptive field"),
+        svg=L.figure(DS, "effective_rf", "svg"),
+    log:
+        L.log("figures", f"{DS}_erf"),
+    conda:
+        "../envs/rfseg.yaml"
+    params:
         models=lambda wc: [
-            f"{RESULTS}/{wc.dataset}/models/{a}/seed{seeds(wc.dataset)[0]}/model.json"
-            for a in architectures(wc.dataset)
+            L.model(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+            for a in PLAN.architectures(wc.dataset)
         ],
-    output:
-        png=report(
-            f"{FIG}/effective_rf.png",
-            caption="../report/effective_rf.rst",
-            category="Effective receptive field",
-            subcategory="{dataset}",
-        ),
-        svg=f"{FIG}/effective_rf.svg",
-    log:
-        f"{RESULTS}/logs/figures/{{dataset}}_erf.log",
-    conda:
-        "../envs/rfseg.yaml"
-    params:
-        code=CODE["figures"],
+        code=CODE["figure"],
     shell:
-        "rfseg figure erf --dataset {wildcards.dataset} --erfs {input.erfs} --models {input.models}"
-        " --out {output.png} > {log} 2>&1"
-
-
-rule dataset_table:
-    input:
-        [f"{RESULTS}/{ds}/patches" for ds in DATASETS],
-    output:
-        report(
-            f"{RESULTS}/tables/datasets.csv",
-            caption="../report/datasets.rst",
-            category="Tables",
-        ),
-    log:
-        f"{RESULTS}/logs/figures/dataset_table.log",
-    conda:
-        "../envs/rfseg.yaml"
-    params:
-        code=CODE["figures"],
-    shell:
-        "rfseg dataset-table {input} --out {output} > {log} 2>&1"
-
-
-rule fingerprint:
-    input:
-        pre=f"{RESULTS}/{{dataset}}/preprocessed",
-        patches=f"{RESULTS}/{{dataset}}/patches",
-    output:
-        report(
-            f"{RESULTS}/{{dataset}}/fingerprint.csv",
-            caption="../report/fingerprint.rst",
-            category="Tables",
-        ),
-    log:
-        f"{RESULTS}/logs/fingerprint/{{dataset}}.log",
-    conda:
-        "../envs/rfseg.yaml"
-    params:
-        material=lambda wc: DATASETS[wc.dataset]
-        .get("fourier", {})
-        .get("material", "Au"),
-        code=CODE["fingerprint"],
-    shell:
-        "rfseg fingerprint --preprocessed {input.pre} --patches {input.patches} --dataset {wildcards.dataset}"
-        " --material {params.material} --out {output} > {log} 2>&1"
+        "rfseg figure erf --dataset {wildcards.dataset} --erfs {input.erfs:q} --models {params.models:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure_series:
     input:
-        metrics=f"{RESULTS}/metrics.csv",
-        fingerprints=[f"{RESULTS}/{ds}/fingerprint.csv" for ds in DATASETS],
+        metrics=L.metrics(),
+        fingerprints=[L.fingerprint(ds) for ds in DATASETS],
     output:
         png=report(
-            f"{RESULTS}/figures/series.png",
+            L.series_figure(),
             caption="../report/series.rst",
             category="Simulated series",
         ),
-        svg=f"{RESULTS}/figures/series.svg",
+        svg=L.series_figure("svg"),
     log:
-        f"{RESULTS}/logs/figures/series.log",
+        L.log("figures", "series"),
     conda:
         "../envs/rfseg.yaml"
     params:
-        code=CODE["figures"],
+        code=CODE["figure"],
     shell:
-        "rfseg figure series --dataset all --metrics {input.metrics} --fingerprints {input.fingerprints}"
-        " --out {output.png} > {log} 2>&1"
+        "rfseg figure series --dataset all --metrics {input.metrics:q} --fingerprints {input.fingerprints:q}"
+        " --out {output.png:q} > {log:q} 2>&1"

@@ -3,9 +3,9 @@
 
 rule simulate_for_predict:
     output:
-        directory(f"{RESULTS}/predict/{{name}}/raw"),
+        directory(L.predict_raw("{name}")),
     log:
-        f"{RESULTS}/logs/predict/{{name}}_simulate.log",
+        L.log("predict", "{name}_simulate"),
     conda:
         "../envs/rfseg.yaml"
     threads: 2
@@ -13,22 +13,27 @@ rule simulate_for_predict:
         mem_mb=2000,
         runtime=60,
     params:
-        kind=lambda wc: PREDICT["simulate"]["kind"],
-        options=lambda wc: simulate_options_for(PREDICT["simulate"]),
+        kind=lambda wc: PLAN.predict_cfg["simulate"]["kind"],
+        options=lambda wc: PLAN.simulate_flags(PLAN.predict_cfg["simulate"]),
         code=CODE["simulate"],
     shell:
-        "rfseg simulate {params.kind} {params.options} --threads {threads} --out {output} > {log} 2>&1"
+        "rfseg simulate {params.kind} {params.options} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule predict:
     input:
-        summary=f"{RESULTS}/summary.csv",
-        models=lambda wc: [f"{d}/model.pt" for d in predict_model_dirs()],
-        images=lambda wc: predict_inputs(),
+        summary=L.summary(),
+        models=lambda wc: [
+            str(f)
+            for d in PLAN.predict_model_dirs()
+            for k, f in bundle_files(d).items()
+            if k != "history"
+        ],
+        images=lambda wc: PLAN.predict_inputs(),
     output:
-        directory(f"{RESULTS}/predict/{{name}}/segmented"),
+        directory(L.predict_out("{name}")),
     log:
-        f"{RESULTS}/logs/predict/{{name}}.log",
+        L.log("predict", "{name}"),
     conda:
         "../envs/rfseg.yaml"
     threads: 2
@@ -37,11 +42,11 @@ rule predict:
         runtime=60,
         gpu=config["compute"]["gpus_per_job"],
     params:
-        models=lambda wc: " ".join(predict_model_dirs()),
-        images=predict_image_args,
-        select=predict_select,
-        options=lambda wc: predict_options(),
+        models=lambda wc: PLAN.predict_model_dirs(),
+        images=lambda wc, input: PLAN.predict_image_args(input.images),
+        select=lambda wc, input: PLAN.predict_select(input.summary),
+        options=PLAN.predict_flags() if PLAN.predict_cfg else "",
         code=CODE["predict"],
     shell:
-        "rfseg predict {params.models} {params.images} {params.select} {params.options}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "rfseg predict {params.models:q} {params.images} {params.select} {params.options}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

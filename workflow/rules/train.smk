@@ -1,43 +1,48 @@
+# Training and evaluation: one job per dataset x architecture x seed.
+
+
 rule train:
     input:
-        f"{RESULTS}/{{dataset}}/patches",
+        L.patches(DS),
     output:
-        model=f"{RESULTS}/{{dataset}}/models/{{arch}}/seed{{seed}}/model.pt",
-        meta=f"{RESULTS}/{{dataset}}/models/{{arch}}/seed{{seed}}/model.json",
-        history=f"{RESULTS}/{{dataset}}/models/{{arch}}/seed{{seed}}/history.csv",
+        model=MODEL["weights"],
+        meta=MODEL["meta"],
+        history=MODEL["history"],
     log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{arch}}_seed{{seed}}.log",
+        L.log("train", DS, f"{ARCH}_seed{SEED}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{dataset}}/{{arch}}_seed{{seed}}.tsv"
+        L.benchmark("train", DS, f"{ARCH}_seed{SEED}")
     conda:
         "../envs/rfseg.yaml"
-    threads: lambda wc: dataset_training(wc.dataset)["threads"]
+    threads: lambda wc: PLAN.training(wc.dataset)["threads"]
     resources:
         mem_mb=4000,
-        runtime=lambda wc: dataset_training(wc.dataset)["runtime_min"],
+        runtime=lambda wc: PLAN.training(wc.dataset)["runtime_min"],
         gpu=config["compute"]["gpus_per_job"],
     params:
-        options=lambda wc: train_options(wc.dataset),
+        options=lambda wc: PLAN.train_flags(wc.dataset),
+        # the per-epoch checkpoint is state, not an output: Snakemake keeps it across attempts, so a killed or
+        # preempted job resumes from its last finished epoch
+        checkpoint=L.checkpoint(DS, ARCH, SEED),
+        out=lambda wc, output: str(Path(output.meta).parent),
         code=CODE["train"],
     shell:
-        "rfseg train --patches {input} --arch {wildcards.arch} --seed {wildcards.seed} {params.options}"
-        " --threads {threads} --dataset {wildcards.dataset} --out $(dirname {output.model}) > {log} 2>&1"
+        "rfseg train --patches {input:q} --arch {wildcards.arch} --seed {wildcards.seed} {params.options}"
+        " --threads {threads} --dataset {wildcards.dataset} --checkpoint {params.checkpoint:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
 
 
 rule evaluate:
     input:
-        model=rules.train.output.model,
-        meta=rules.train.output.meta,
-        patches=f"{RESULTS}/{{dataset}}/patches",
+        model=MODEL["weights"],
+        meta=MODEL["meta"],
+        patches=L.patches(DS),
     output:
-        metrics=f"{RESULTS}/{{dataset}}/eval/{{arch}}/seed{{seed}}/metrics.csv",
-        particles=f"{RESULTS}/{{dataset}}/eval/{{arch}}/seed{{seed}}/particles.csv",
-        probabilities=f"{RESULTS}/{{dataset}}/eval/{{arch}}/seed{{seed}}/probabilities.tif",
-        false_negatives=f"{RESULTS}/{{dataset}}/eval/{{arch}}/seed{{seed}}/false_negatives.tif",
+        **{k: str(v) for k, v in EVAL.items()},
     log:
-        f"{RESULTS}/logs/evaluate/{{dataset}}/{{arch}}_seed{{seed}}.log",
+        L.log("evaluate", DS, f"{ARCH}_seed{SEED}"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{dataset}}/{{arch}}_seed{{seed}}.tsv"
+        L.benchmark("evaluate", DS, f"{ARCH}_seed{SEED}")
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -46,31 +51,10 @@ rule evaluate:
         runtime=20,
         gpu=config["compute"]["gpus_per_job"],
     params:
-        tta="--tta" if config["evaluation"]["tta"] else "",
-        device=config["compute"]["device"],
+        options=PLAN.evaluate_flags(),
+        model=lambda wc, input: bundle_dir(input),
+        out=lambda wc, output: str(Path(output.metrics).parent),
         code=CODE["evaluate"],
     shell:
-        "rfseg evaluate --model $(dirname {input.model}) --patches {input.patches} --dataset {wildcards.dataset}"
-        " {params.tta} --device {params.device} --threads {threads} --out $(dirname {output.metrics}) > {log} 2>&1"
-
-
-rule aggregate:
-    input:
-        metrics_files(),
-    output:
-        rows=f"{RESULTS}/metrics.csv",
-        summary=f"{RESULTS}/summary.csv",
-    log:
-        f"{RESULTS}/logs/aggregate.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/aggregate.tsv"
-    conda:
-        "../envs/rfseg.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        code=CODE["aggregate"],
-    shell:
-        "rfseg aggregate {input} --out-rows {output.rows} --out {output.summary} > {log} 2>&1"
+        "rfseg evaluate --model {params.model:q} --patches {input.patches:q} --dataset {wildcards.dataset}"
+        " {params.options} --threads {threads} --out {params.out:q} > {log:q} 2>&1"

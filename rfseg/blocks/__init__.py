@@ -1,0 +1,1 @@
+"""Building blocks: plain functions and classes over arrays, tensors and files. They import no stage."""

@@ -1,0 +1,42 @@
+"""The pieces of one training loop: an optimisation step with on-the-fly augmentation, and validation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rfseg.blocks.augment import dihedral_batch
+
+
+def hard_dice_counts(logits: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+    """(2 |pred ∩ truth|, |pred| + |truth|) of the arg-max prediction, pooled over a batch."""
+    pred = logits.argmax(1) == 1
+    t = masks.bool()
+    return float(2 * (pred & t).sum()), float(pred.sum() + t.sum())
+
+
+def validate(model, images: torch.Tensor, masks: torch.Tensor, batch_size: int, amp) -> tuple[float, float]:
+    """(mean cross-entropy per patch, pooled hard dice) on non-augmented patches (n, 1, H, W) with masks (n, H, W)."""
+    model.eval()
+    loss_sum, inter, total = 0.0, 0.0, 0.0
+    with torch.no_grad(), amp():
+        for i in range(0, len(images), batch_size):
+            x, y = images[i:i + batch_size], masks[i:i + batch_size]
+            logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum")) / y[0].numel()
+            a, b = hard_dice_counts(logits, y)
+            inter, total = inter + a, total + b
+    return loss_sum / max(len(images), 1), (inter / total if total else 1.0)
+
+
+def train_step(model, opt, amp, memfmt, x_all, y_all, batch_idx, transforms) -> torch.Tensor:
+    """One optimisation step on patches ``x_all[batch_idx]`` (already on the device), each in its dihedral form
+    ``transforms[i]``, augmented on the fly on tensors. Returns the detached batch loss."""
+    x = dihedral_batch(x_all[batch_idx], transforms).contiguous(memory_format=memfmt)
+    y = dihedral_batch(y_all[batch_idx][:, None], transforms)[:, 0]
+    with amp():
+        loss = F.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()

@@ -1,0 +1,341 @@
+"""The workflow's plan: a validated config turned into datasets, architectures, jobs, targets and command-line flags.
+
+Everything the Snakefile needs beyond its rules lives here, as plain Python without Snakemake, so it is tested like
+any other module. :class:`Plan` checks the whole config when it is built, so a config mistake fails before any job
+runs, with one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shlex
+from pathlib import Path
+
+from rfseg.blocks.artifacts import Layout
+from rfseg.blocks.fourier import lattice_spacings
+from rfseg.blocks.models import ArchSpec, build_model, receptive_field, sweep
+from rfseg.errors import UserError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+FIGURES = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
+FOURIER_FIGURES = ["false_negatives", "fn_overlap"]
+DILATION_FIGURES = ["pooling_vs_dilation", "edges"]
+
+
+def flags(pairs) -> str:
+    """'--flag value' for each set value, shell-quoted; True gives a bare flag, None/False leaves it out; lists
+    become comma-separated.
+
+    Rules pass these strings (never dicts) as params: the order is fixed here, so reordering keys in the config
+    file does not look like a change to Snakemake."""
+    out = []
+    for flag, value in pairs:
+        if value is None or value is False:
+            continue
+        if value is True:
+            out.append(flag)
+        elif isinstance(value, (list, tuple)):
+            out.append(f"{flag} {shlex.quote(','.join(map(str, value)))}")
+        else:
+            out.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(out)
+
+
+def code(command: str) -> str:
+    """Fingerprint of the code ``rfseg COMMAND`` runs (:func:`rfseg.provenance.command_fingerprint`)."""
+    from rfseg.cli import COMMANDS
+    from rfseg.provenance import command_fingerprint
+
+    return command_fingerprint(COMMANDS[command])
+
+
+class Plan:
+    """A config (already schema-validated) with every cross-key rule checked.
+
+    Raises
+    ------
+    UserError
+        Naming the config key, for: a dataset name that is not a plain file name, an architecture whose RF does not
+        fit the patches, a missing input path or pattern without ``{stem}``, split fractions that do not sum to 1,
+        ``fold`` >= ``folds``, an unknown Fourier material, simulated micrographs smaller than the patches, and a
+        predict section that names an unknown dataset or architecture.
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.layout = Layout(config.get("results", "results"))
+        self.datasets = dict(config.get("datasets") or {})
+        self.predict_cfg = config.get("predict")
+        self._archs = {}
+        for ds in self.datasets:
+            self._check_dataset(ds)
+        if self.predict_cfg:
+            self._check_predict()
+
+    # ------------------------------------------------------------------------------------------- checks
+    def _check_dataset(self, ds):
+        d = self.datasets[ds]
+        key = f"datasets.{ds}"
+        if not NAME_RE.match(ds):
+            raise UserError(f"config datasets: the name {ds!r} is used in file names: use letters, digits, '_', "
+                            f"'.' and '-' only")
+        size = d["patches"]["size"]
+        self._archs[ds] = self._arch_names(ds, size)
+        if "simulate" in d:
+            sim = d["simulate"]
+            if sim.get("size", 512) < size:
+                raise UserError(f"config {key}.simulate.size ({sim.get('size', 512)} px) is smaller than "
+                                f"{key}.patches.size ({size} px): raise the first or lower the second")
+        elif "images" in d and "{stem}" not in d["masks"]:
+            raise UserError(f"config {key}.masks: the pattern {d['masks']!r} must contain {{stem}}, e.g. "
+                            f"masks/{{stem}}.tif")
+        split = d.get("split", {})
+        fractions = split.get("fractions", [0.7, 0.1, 0.2])
+        if abs(sum(fractions) - 1) > 1e-6:
+            raise UserError(f"config {key}.split.fractions {fractions} must sum to 1 (train, val, test)")
+        if split.get("folds") and not split.get("fold", 0) < split["folds"]:
+            raise UserError(f"config {key}.split.fold must be below split.folds ({split['folds']}): folds are "
+                            f"numbered 0 to {split['folds'] - 1}")
+        if "fourier" in d:
+            f = d["fourier"]
+            if not f.get("radii_px"):
+                try:
+                    lattice_spacings(f.get("material", "Au"), f.get("spacings_nm"))
+                except UserError as e:
+                    raise UserError(f"config {key}.{e}") from None
+        self.raw_inputs(ds)
+
+    def _arch_names(self, ds, size) -> list[str]:
+        names = []
+        for i, entry in enumerate(self.datasets[ds]["architectures"]):
+            key = f"config datasets.{ds}.architectures[{i}]"
+            try:
+                if isinstance(entry, str):
+                    specs = [ArchSpec.from_name(entry)]
+                elif "sweep" in entry:
+                    s = entry["sweep"]
+                    blocks = s["blocks"] if isinstance(s["blocks"], list) else [s["blocks"]]
+                    specs = [a for n in blocks for a in sweep(n, s.get("max_rf_px", size), s.get("mode", "max"),
+                                                              tuple(s.get("dilations", ())))]
+                else:
+                    specs = [ArchSpec(entry["blocks"], tuple(entry["pools"]), tuple(entry.get("dilations", ())),
+                                      entry.get("mode", "max"))]
+            except UserError as e:
+                raise UserError(f"{key}: {e}") from None
+            for spec in specs:
+                rf = receptive_field(build_model(spec))
+                if rf > size or size % spec.downsampling:
+                    raise UserError(
+                        f"config datasets.{ds}.architectures: {spec.name} has a receptive field of {rf} px and "
+                        f"needs patches that are a multiple of {spec.downsampling} px, but datasets.{ds}.patches.size "
+                        f"is {size}: remove it or enlarge the patches")
+                if spec.name not in names:
+                    names.append(spec.name)
+        return names
+
+    def _check_predict(self):
+        p = self.predict_cfg
+        ds, arch = p["dataset"], p.get("arch", "best")
+        if ds not in self.datasets:
+            raise UserError(f"config predict.dataset: {ds!r} is not one of the datasets ({', '.join(self.datasets)})")
+        if arch != "best" and arch not in self._archs[ds]:
+            raise UserError(f"config predict.arch: {arch} is not trained for dataset {ds}: use 'best' or one of "
+                            f"{', '.join(self._archs[ds])}")
+        self.predict_inputs()
+
+    # -------------------------------------------------------------------------------------- datasets, jobs
+    def architectures(self, ds) -> list[str]:
+        """Canonical names of a dataset's architectures, in config order, each once."""
+        return self._archs[ds]
+
+    def training(self, ds) -> dict:
+        """Global training settings, overridden key by key by the dataset's own ``training`` section."""
+        return {**self.config["training"], **self.datasets[ds].get("training", {})}
+
+    def seeds(self, ds) -> list[int]:
+        return self.training(ds)["seeds"]
+
+    def raw_inputs(self, ds) -> list[str]:
+        """Files a dataset's preprocessing reads: the simulation folder, or the user's images, masks, manifest."""
+        d = self.datasets[ds]
+        if "simulate" in d:
+            return [self.layout.raw(ds)]
+        if "manifest" in d:
+            if not Path(d["manifest"]).is_file():
+                raise UserError(f"config datasets.{ds}.manifest: {d['manifest']} does not exist: fix the path")
+            return [d["manifest"]]
+        images = sorted(glob.glob(d["images"]))
+        if not images:
+            raise UserError(f"config datasets.{ds}.images: the pattern {d['images']!r} matches no file: fix the path")
+        masks = [d["masks"].format(stem=Path(p).stem) for p in images]
+        missing = [m for m in masks if not Path(m).is_file()]
+        if missing:
+            raise UserError(f"config datasets.{ds}.masks: {missing[0]} does not exist: fix the pattern")
+        return images + masks
+
+    def runs(self, ds) -> list[tuple[str, int]]:
+        return [(a, s) for a in self.architectures(ds) for s in self.seeds(ds)]
+
+    def model_dirs(self, ds) -> list[str]:
+        return [self.layout.model(ds, a, s) for a, s in self.runs(ds)]
+
+    def eval_dirs(self, ds) -> list[str]:
+        return [self.layout.eval(ds, a, s) for a, s in self.runs(ds)]
+
+    def metrics_files(self) -> list[str]:
+        """Every metrics.csv the aggregation reads: one per trained model, one per Fourier baseline."""
+        nets = [f"{d}/metrics.csv" for ds in self.datasets for d in self.eval_dirs(ds)]
+        return nets + [f"{self.layout.fourier(ds)}/metrics.csv" for ds in self.fourier_datasets()]
+
+    def metrics_inputs(self) -> list[str]:
+        """What the aggregation depends on: the evaluations' metrics files and the Fourier baselines' folders
+        (a rule's directory output)."""
+        nets = [f"{d}/metrics.csv" for ds in self.datasets for d in self.eval_dirs(ds)]
+        return nets + [self.layout.fourier(ds) for ds in self.fourier_datasets()]
+
+    def fourier_datasets(self) -> list[str]:
+        return [ds for ds in self.datasets if "fourier" in self.datasets[ds]]
+
+    def targets(self) -> list[str]:
+        L = self.layout
+        t = [L.architectures()]
+        if self.datasets:
+            t += [L.summary(), L.dataset_table()]
+            t += [L.fn_overlap(ds) for ds in self.datasets if "fourier" in self.datasets[ds]]
+            t += [f for ds in self.datasets for f in self.figure_files(ds)]
+            t += [L.fingerprint(ds) for ds in self.datasets]
+            if self.config.get("series_figure"):
+                t.append(L.series_figure())
+        if self.predict_cfg:
+            t.append(L.predict_out(self.predict_cfg["name"]))
+        return t
+
+    # -------------------------------------------------------------------------------------------- figures
+    @staticmethod
+    def _plain(name) -> bool:
+        spec = ArchSpec.from_name(name)
+        return spec.mode == "max" and set(spec.dilations) == {1}
+
+    @staticmethod
+    def _rf(name) -> int:
+        return receptive_field(build_model(ArchSpec.from_name(name)))
+
+    def example_archs(self, ds) -> list[str]:
+        """The smallest, a middle and the largest plain (max-pool, undilated) RF, for the example figures."""
+        plain = sorted((a for a in self.architectures(ds) if self._plain(a)), key=self._rf)
+        return list(dict.fromkeys([plain[0], plain[len(plain) // 2], plain[-1]])) if plain else []
+
+    def example_evals(self, ds) -> list[str]:
+        return [self.layout.eval(ds, a, self.seeds(ds)[0]) for a in self.example_archs(ds)]
+
+    def edge_pair(self, ds) -> list[str] | None:
+        """(pooled, dilated) architectures of similar RF for the edge figure; None without a dilated one."""
+        archs = self.architectures(ds)
+        dilated = [a for a in archs if set(ArchSpec.from_name(a).dilations) != {1}]
+        pooled = [a for a in archs if self._plain(a)]
+        if not dilated or not pooled:
+            return None
+        d = max(dilated, key=self._rf)
+        return [min(pooled, key=lambda a: abs(self._rf(a) - self._rf(d))), d]
+
+    def figure_names(self, ds) -> list[str]:
+        names = list(FIGURES)
+        if "fourier" in self.datasets[ds]:
+            names += FOURIER_FIGURES
+        if self.edge_pair(ds):
+            names += DILATION_FIGURES
+        return names
+
+    def figure_files(self, ds) -> list[str]:
+        return [self.layout.figure(ds, f) for f in self.figure_names(ds)]
+
+    # ---------------------------------------------------------------------------------------------- flags
+    @staticmethod
+    def simulate_flags(sim: dict) -> str:
+        return flags([
+            ("--n-images", sim["n_images"]), ("--seed", sim["seed"]), ("--size", sim.get("size", 512)),
+            ("--pixel-size", sim.get("pixel_size_nm")), ("--diameter-nm", sim.get("diameter_nm")),
+            ("--dose", sim.get("dose_e_per_A2")), ("--carbon-thickness-nm", sim.get("carbon_thickness_nm")),
+            ("--defocus-offset-nm", sim.get("defocus_offset_nm")),
+        ])
+
+    def preprocess_flags(self, ds) -> str:
+        d = self.datasets[ds]
+        p = d.get("preprocess", {})
+        return flags([
+            ("--pixel-size", d.get("pixel_size_nm")), ("--xray-threshold", p.get("xray_threshold")),
+            ("--xray-passes", p.get("xray_passes", 2)), ("--flat-field", p.get("flat_field")),
+            ("--flat-field-sigma-nm", p.get("flat_field_sigma_nm")),
+            ("--target-pixel-size", p.get("target_pixel_size_nm")), ("--uncalibrated", d.get("uncalibrated", False)),
+        ])
+
+    def preprocess_source(self, ds, raw_dir=None) -> str:
+        d = self.datasets[ds]
+        if "simulate" in d:
+            return f"--manifest {shlex.quote(str(Path(raw_dir) / 'manifest.csv'))}"
+        if "manifest" in d:
+            return f"--manifest {shlex.quote(d['manifest'])}"
+        return f"--images {shlex.quote(d['images'])} --masks {shlex.quote(d['masks'])}"
+
+    def split_flags(self, ds) -> str:
+        s = self.datasets[ds].get("split", {})
+        if s.get("folds"):
+            return flags([("--folds", s["folds"]), ("--fold", s.get("fold", 0))])
+        return flags([("--fractions", s.get("fractions", [0.7, 0.1, 0.2]))])
+
+    def train_flags(self, ds) -> str:
+        t = self.training(ds)
+        return flags([
+            ("--epochs", t["epochs"]), ("--batch-size", t["batch_size"]), ("--lr", t["lr"]),
+            ("--augment", t["augment"]), ("--precision", t["precision"]),
+            ("--no-channels-last", not t["channels_last"]), ("--device", self.config["compute"]["device"]),
+            ("--early-stopping", t.get("early_stopping_patience")), ("--select", t["select"]),
+        ])
+
+    def evaluate_flags(self) -> str:
+        return flags([("--tta", self.config["evaluation"]["tta"]), ("--device", self.config["compute"]["device"])])
+
+    def fourier_flags(self, ds) -> str:
+        f = self.datasets[ds]["fourier"]
+        return flags([
+            ("--material", f.get("material")), ("--spacings-nm", f.get("spacings_nm")),
+            ("--radii-px", f.get("radii_px")), ("--rel-tol", f.get("rel_tol")), ("--sigma-nm", f.get("sigma_nm")),
+            ("--window", f.get("window", False)),
+        ])
+
+    def fingerprint_material(self, ds) -> str:
+        return self.datasets[ds].get("fourier", {}).get("material", "Au")
+
+    # -------------------------------------------------------------------------------------------- predict
+    def predict_model_dirs(self) -> list[str]:
+        ds, arch = self.predict_cfg["dataset"], self.predict_cfg.get("arch", "best")
+        return [self.layout.model(ds, a, s) for a, s in self.runs(ds) if arch in ("best", a)]
+
+    def predict_inputs(self) -> list[str]:
+        p = self.predict_cfg
+        if "simulate" in p:
+            return [self.layout.predict_raw(p["name"])]
+        files = sorted(glob.glob(p["images"]))
+        if not files:
+            raise UserError(f"config predict.images: the pattern {p['images']!r} matches no file: fix the path")
+        return files
+
+    def predict_image_args(self, inputs) -> str:
+        if "simulate" in self.predict_cfg:
+            return shlex.quote(f"{inputs[0]}/images/*.tif")
+        return " ".join(shlex.quote(f) for f in inputs)
+
+    def predict_select(self, summary) -> str:
+        if self.predict_cfg.get("arch", "best") != "best":
+            return ""
+        return f"--select-best {shlex.quote(summary)} --dataset {shlex.quote(self.predict_cfg['dataset'])}"
+
+    def predict_flags(self) -> str:
+        p = self.predict_cfg
+        return flags([
+            ("--tta", p.get("tta", False)), ("--tile", p.get("tile")), ("--overlap", p.get("overlap")),
+            ("--compile", p.get("compile", False)), ("--min-area-nm2", p.get("min_area_nm2")),
+            ("--drop-border", p.get("drop_border", False)), ("--on-pixel-mismatch", p.get("on_pixel_mismatch")),
+            ("--pixel-size", p.get("pixel_size_nm")), ("--device", self.config["compute"]["device"]),
+        ])

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import disks
+from rfseg.blocks.bundle import load_bundle
+from rfseg.blocks.inference import (class_probability, gaussian_weight, compiled, predict_patches,
+                                    sliding_window_probability, tile_starts)
+from rfseg.blocks.runtime import inference_precision
+from rfseg.errors import UserError
+
+
+def test_tile_geometry():
+    assert tile_starts(100, 64, 32) == [0, 32, 36]
+    assert tile_starts(64, 64, 32) == [0]
+    w = gaussian_weight(64)
+    assert w.max() == 1 and w.min() > 0 and w[32, 32] > w[0, 0]
+
+
+def test_single_tile_equals_whole_image_inference(toy_models):
+    model, _ = load_bundle(toy_models[0])
+    image, _ = disks(96)
+    with torch.no_grad():
+        whole = torch.softmax(model(torch.from_numpy(image)[None, None]), 1)[0, 1].numpy()
+    tiled = sliding_window_probability(model, image, tile=96)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_overlapping_tiles_leave_no_seams(toy_models):
+    model, _ = load_bundle(toy_models[0])
+    image, truth = disks(256)
+    with torch.no_grad():
+        whole = torch.softmax(model(torch.from_numpy(image)[None, None]), 1)[0, 1].numpy()
+    tiled = sliding_window_probability(model, image, tile=64, overlap=0.5)
+    # agreement with a whole-image pass, also on the tile borders (every 32 px) where seams would show
+    borders = np.zeros_like(truth)
+    borders[::32, :] = borders[:, ::32] = True
+    assert np.abs(tiled - whole).mean() < 0.02
+    assert np.abs(tiled - whole)[borders].mean() < 0.03
+    pred = tiled > 0.5
+    assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.8
+
+
+def test_auto_precision_is_bf16_on_cpu_and_fp32_on_gpu():
+    assert inference_precision("auto", torch.device("cuda")) == "fp32"
+    assert inference_precision("auto", torch.device("cpu")) == "auto"
+    assert inference_precision("bf16", torch.device("cuda")) == "bf16"
+    assert inference_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.slow
+def test_compiled_model_predicts_like_the_plain_one(toy_models):
+    model, _ = load_bundle(toy_models[0])
+    image, _ = disks(256)
+    plain = sliding_window_probability(model, image, tile=128, overlap=0.25)
+    fast = sliding_window_probability(compiled(model), image, tile=128, overlap=0.25)
+    np.testing.assert_allclose(fast, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_class_probability_is_the_softmax(classes):
+    logits = torch.randn(2, classes, 8, 8) * 5
+    for k in range(classes):
+        torch.testing.assert_close(class_probability(logits, k), torch.softmax(logits, 1)[:, k])
+
+
+@pytest.mark.parametrize("options,needle", [(dict(tile=0), "tile size 0 px"), (dict(tile=62), "multiple of 4"),
+                                            (dict(tile=64, overlap=0.95), "overlap"),
+                                            (dict(tile=64, batch_size=0), "batch size")])
+def test_bad_tiling_options_are_clear_errors(toy_models, options, needle):
+    model, _ = load_bundle(toy_models[0])
+    with pytest.raises(UserError, match=needle):
+        sliding_window_probability(model, disks(64)[0], **options)
+
+
+def test_test_time_augmentation_is_the_mean_over_the_eight_transforms(toy_models):
+    model, _ = load_bundle(toy_models[0])
+    patches = disks(64)[0][None].repeat(2, 0)
+    plain, tta = predict_patches(model, patches), predict_patches(model, patches, tta=True)
+    flipped = predict_patches(model, patches[:, :, ::-1].copy())[:, :, ::-1]
+    rotated = np.rot90(predict_patches(model, np.rot90(patches, 1, (1, 2)).copy()), -1, (1, 2))
+    assert not np.allclose(plain, flipped)  # the network is not invariant, so averaging changes something
+    assert np.abs(tta - plain).max() > 1e-4 and np.abs(tta - (plain + flipped + rotated) / 3).mean() < \
+        np.abs(tta - plain).mean()

@@ -1,0 +1,177 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rfseg.errors import UserError
+from rfseg.blocks.models import (ArchSpec, BatchNorm2d, ResidualUNet, build_model, count_params, describe, receptive_field,
+                          sweep)
+
+# Table 2 and the RF table of the paper (FACTS.md).
+PAPER_PARAMS = {2: 8074, 3: 32730, 4: 130682}
+PAPER_RF_N2 = {
+    (2, 2): 44, (2, 4): 64, (4, 2): 80, (2, 8): 104, (4, 4): 120,
+    (8, 2): 152, (4, 8): 200, (8, 4): 232, (8, 8): 392,
+}
+
+
+@pytest.mark.parametrize("blocks,params", PAPER_PARAMS.items())
+def test_params_match_paper(blocks, params):
+    for pools in [(2,) * blocks, (4,) * blocks]:
+        assert count_params(ResidualUNet(ArchSpec(blocks, pools))) == params
+    assert count_params(ResidualUNet(ArchSpec(blocks, (2,) * blocks, (2,) * (blocks + 1)))) == params
+
+
+@pytest.mark.parametrize("pools,rf", PAPER_RF_N2.items())
+def test_rf_matches_paper_table(pools, rf):
+    assert receptive_field(ResidualUNet(ArchSpec(2, pools))) == rf
+
+
+def test_rf_dilated_and_deep():
+    assert receptive_field(ResidualUNet(ArchSpec(2, (2, 2), (1, 1, 2)))) == 60
+    assert receptive_field(ResidualUNet(ArchSpec(4, (2, 2, 2, 2)))) == 200
+
+
+def _all_ones_net(spec: ArchSpec) -> nn.Module:
+    """Float64 net with every conv weight 1 and no bias; max-pools swapped for average pools of the same geometry
+    so that the gradient reaches every pixel of a window (a max-pool sends it to one pixel only)."""
+    model = ResidualUNet(spec).double().eval()
+    for i, p in enumerate(model.pools):
+        if isinstance(p, nn.MaxPool2d):
+            model.pools[i] = nn.AvgPool2d(p.kernel_size, p.stride)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def empirical_rf(spec: ArchSpec) -> tuple[float, int, int]:
+    """Support width of d(output pixel)/d(input) along x, for every x position in one pooling period.
+
+    Returns (mean, min, max) over the period's positions."""
+    model = _all_ones_net(spec)
+    rf = receptive_field(ResidualUNet(spec))
+    period = spec.downsampling
+    size = period * math.ceil((2 * rf + 2 * period) / period)
+    # A strip one period high: with positive weights every path is kept, so the x-extent is that of a full image.
+    x = torch.ones(1, 1, period, size, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    widths = []
+    c = size // 2
+    for t in range(period):
+        (g,) = torch.autograd.grad(out[0, 1, period // 2, c + t], x, retain_graph=True)
+        cols = torch.nonzero(g[0, 0].abs().sum(0) > 0).flatten()
+        assert cols.min() > 0 and cols.max() < size - 1, "support reached the border: image too small"
+        widths.append(int(cols.max() - cols.min() + 1))
+    return sum(widths) / len(widths), min(widths), max(widths)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ArchSpec(2, (2, 2)),
+        ArchSpec(2, (4, 4)),
+        ArchSpec(2, (2, 8)),
+        ArchSpec(2, (8, 8)),
+        ArchSpec(3, (2, 4, 2)),
+        ArchSpec(2, (2, 2), (1, 1, 2)),
+        ArchSpec(2, (2, 4), (2, 1, 3)),
+        ArchSpec(2, (2, 2), mode="avg"),
+        ArchSpec(2, (4, 2), mode="avg"),
+    ],
+    ids=lambda s: s.name,
+)
+def test_rf_agrees_with_gradient_support(spec):
+    mean, lo, hi = empirical_rf(spec)
+    rf = receptive_field(ResidualUNet(spec))
+    assert mean == pytest.approx(rf)
+    if set(spec.pools) == {2} and spec.mode == "max":
+        assert lo == hi == rf  # with pools of 2 the support does not depend on the output pixel's position
+    else:
+        assert lo <= rf <= hi
+
+
+def test_forward_shapes_and_size_check():
+    model = build_model(ArchSpec(2, (4, 2)), seed=1)
+    assert model(torch.randn(2, 1, 64, 40)).shape == (2, 2, 64, 40)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model(torch.randn(1, 1, 60, 64))
+
+
+def test_names_round_trip():
+    for spec in [ArchSpec(2, (4, 4)), ArchSpec(2, (2, 2), (1, 1, 2)), ArchSpec(3, (8, 2, 4), mode="avg")]:
+        assert ArchSpec.from_name(spec.name) == spec
+        assert ArchSpec.from_dict(spec.to_dict()) == spec
+    assert ArchSpec(2, (4, 4)).name == "n2_p44"
+    assert ArchSpec(2, (2, 2), (1, 1, 2)).name == "n2_p22_d112"
+
+
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        (dict(blocks=2, pools=(2, 2, 2)), "pools has 3 entries"),
+        (dict(blocks=2, pools=(2, 3)), "pool size 3"),
+        (dict(blocks=2, pools=(2, 2), dilations=(1, 1)), "dilations has 2 entries"),
+        (dict(blocks=6, pools=(2,) * 6), "blocks must be between"),
+        (dict(blocks=2, pools=(2, 2), mode="mean"), "mode must be"),
+    ],
+)
+def test_bad_specs(kwargs, msg):
+    with pytest.raises(UserError, match=msg):
+        ArchSpec(**kwargs)
+
+
+def test_same_seed_same_init_across_pools_and_different_across_seeds():
+    a = build_model(ArchSpec(2, (2, 2)), seed=752).state_dict()
+    b = build_model(ArchSpec(2, (8, 8)), seed=752).state_dict()
+    c = build_model(ArchSpec(2, (2, 2)), seed=140).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["encoders.0.conv1.weight"], c["encoders.0.conv1.weight"])
+
+
+def test_sweep_sorted_and_bounded():
+    specs = sweep(2, 200)
+    rfs = [describe(s)["rf_px"] for s in specs]
+    assert rfs == sorted(rfs) and max(rfs) <= 200
+    assert [s.name for s in specs] == ["n2_p22", "n2_p24", "n2_p42", "n2_p28", "n2_p44", "n2_p82", "n2_p48"]
+
+
+@pytest.mark.parametrize("channels", [4, 32])
+def test_batch_norm_via_nchw_matches_plain_batch_norm(channels):
+    """The channels-last shortcut of rfseg's BatchNorm2d computes what nn.BatchNorm2d computes: same output, input
+    and parameter gradients and running statistics, output still channels-last, same state-dict keys."""
+    torch.manual_seed(0)
+    x = torch.randn(4, channels, 16, 16).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, channels, 16, 16).contiguous(memory_format=torch.channels_last)
+    ours, plain = BatchNorm2d(channels), nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        for bn in (ours, plain):
+            bn.weight.copy_(torch.linspace(0.5, 2, channels))
+            bn.bias.copy_(torch.linspace(-1, 1, channels))
+    results = []
+    for bn in (ours, plain):
+        xi = x.clone().requires_grad_()
+        y = bn(xi)
+        y.backward(grad)
+        results.append((y, xi.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    assert results[0][1].is_contiguous(memory_format=torch.channels_last)
+    assert ours.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_dilated_convolutions_run_in_float32_under_cpu_autocast():
+    """oneDNN's bf16 channels-last dilated convolution returned NaN gradients for 24 input channels on one CPU;
+    rfseg's Conv2d runs dilated layers in float32 there, and plain ones in bfloat16."""
+    from rfseg.blocks.models import Conv2d
+
+    dilated, plain = Conv2d(24, 8, 3, padding=2, dilation=2), Conv2d(24, 8, 3, padding=1)
+    x = torch.randn(2, 24, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, z = dilated(x), plain(x)
+    assert y.dtype == torch.float32 and z.dtype == torch.bfloat16
+    (y.square().mean() + z.float().square().mean()).backward()
+    assert torch.isfinite(dilated.weight.grad).all() and torch.isfinite(x.grad).all()

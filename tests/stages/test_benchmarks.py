@@ -1,0 +1,34 @@
+import json
+import subprocess
+import sys
+
+from support import ROOT
+
+
+def test_throughput_benchmark_quick_mode_prints_json():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--threads", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert len(out["training"]) == 2
+    for row in out["training"]:
+        assert row["reference"]["patches_per_s"] > 0 and row["rfseg"]["patches_per_s"] > 0
+        assert row["speedup"] == row["rfseg"]["patches_per_s"] / row["reference"]["patches_per_s"]
+        assert row["rfseg"]["peak_rss_mb"] > 0
+    assert {(r["overlap"], r["precision"]) for r in out["inference"]} == {(0.5, "fp32"), (0.5, "auto"),
+                                                                          (0.25, "fp32"), (0.25, "auto")}
+    assert all(r["megapixels_per_s"] > 0 for r in out["inference"])
+    assert 0 <= out["accuracy"]["fp32"] <= 1 and 0 <= out["accuracy"]["fast"] <= 1
+
+
+def test_throughput_benchmark_sections_and_archs():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "benchmarks.throughput", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, timeout=600)
+    proc = run("--sections", "trainig")
+    assert proc.returncode == 2 and "unknown section(s) ['trainig']" in proc.stderr
+    proc = run("--quick", "--threads", "1", "--sections", "", "--no-paper-run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["training"] == []
+    proc = run("--quick", "--threads", "1", "--sections", "training", "--archs", "n2_p22")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["arch"] for r in json.loads(proc.stdout)["training"]] == ["n2_p22"]

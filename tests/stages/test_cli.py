@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+
+def test_arch_json_paper_values(cli):
+    for blocks, pools, params in [(2, "2,2", 8074), (3, "2,2,2", 32730), (4, "2,2,2,2", 130682)]:
+        out = json.loads(cli("arch", "--blocks", blocks, "--pools", pools, "--json", check_rc=0).stdout)
+        assert out["params"] == params
+    out = json.loads(cli("arch", "--blocks", 2, "--pools", "8,8", "--pixel-size", 0.02152, "--json").stdout)
+    assert out["name"] == "n2_p88" and out["rf_px"] == 392
+    assert out["rf_nm"] == pytest.approx(8.436, abs=1e-3)  # the paper's 8.4 nm
+    out = json.loads(cli("arch", "--blocks", 2, "--pools", "2,2", "--dilations", "1,1,2", "--json").stdout)
+    assert (out["name"], out["rf_px"], out["rf_nm"]) == ("n2_p22_d112", 60, None)
+
+
+def test_arch_table_and_sweep(cli):
+    table = cli("arch", "--blocks", 2, "--pools", "4,4", check_rc=0).stdout
+    assert "n2_p44" in table and "8,074" in table
+    rows = json.loads(cli("arch", "--sweep", "--blocks", 2, "--max-rf-px", 512, "--json", check_rc=0).stdout)
+    assert [r["rf_px"] for r in rows] == [44, 64, 80, 104, 120, 152, 200, 232, 392]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--blocks", 2, "--pools", "2,2,2"], "pools has 3 entries"),
+        (["--blocks", 2, "--pools", "2,2", "--dilations", "1,2"], "dilations has 2 entries"),
+        (["--blocks", 2, "--pools", "3,2"], "pool size 3"),
+        (["--blocks", 2, "--pools", "a,b"], "comma-separated integers"),
+        (["--blocks", 2], "give --pools"),
+    ],
+)
+def test_arch_bad_input_one_line_exit_2(cli, args, needle):
+    proc = cli("arch", *args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2  # argparse adds its usage line
+
+
+def test_arch_table_csv(cli, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "arch.csv"
+    cli("arch-table", "--blocks", 2, 3, "--max-rf-px", 128, "--out", out, check_rc=0)
+    df = pd.read_csv(out)
+    assert set(df.blocks) == {2, 3} and df.rf_px.max() <= 128
+    assert df.loc[df.name == "n2_p44", "params"].item() == 8074
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_figure_with_missing_input_fails_clearly(cli, tmp_path):
+    proc = cli("figure", "dice-vs-rf", "--dataset", "x", "--metrics", tmp_path / "nope.csv", "--out",
+               tmp_path / "f.png")
+    assert proc.returncode == 2 and "nope.csv: input of this figure is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "f.png").exists()
+    proc = cli("figure", "dice-vs-rf", "--dataset", "x", "--out", tmp_path / "f.png")
+    assert proc.returncode == 2 and "needs --metrics" in proc.stderr

@@ -1,0 +1,70 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from rfseg.blocks import artifacts
+from rfseg.stages.patches import make_patches
+from rfseg.stages.preprocess import preprocess
+from rfseg.stages.recommend import best_rf, from_fingerprint
+
+
+def _dataset(tmp, name, frames, size):
+    artifacts.write_simulated(tmp / name / "raw", frames)
+    preprocess(tmp / name / "pre", manifest=tmp / name / "raw/manifest.csv")
+    make_patches(tmp / name / "pre", tmp / name / "patches", patch_size_px=size, min_particle_px=50, dataset=name)
+
+
+@pytest.mark.slow
+def test_fingerprints_tell_hrtem_from_lowres(tmp_path, cli):
+    from rfseg.blocks.simulate import hrtem, lowres
+
+    _dataset(tmp_path, "hrtem", hrtem.simulate_dataset(3, 4, dose_e_per_a2=(2000, 3000), threads=2), 256)
+    _dataset(tmp_path, "lowres", lowres.simulate_dataset(3, 4), 256)
+    fps = {}
+    for name in ("hrtem", "lowres"):
+        out = tmp_path / f"{name}_fp.csv"
+        cli("fingerprint", "--preprocessed", tmp_path / name / "pre", "--patches", tmp_path / name / "patches",
+            "--dataset", name, "--out", out, check_rc=0)
+        fps[name] = pd.read_csv(out).iloc[0]
+    h, lo = fps["hrtem"], fps["lowres"]
+    # low-res: strong amplitude contrast; HRTEM: weak (the particles are only slightly darker than the carbon)
+    assert lo["abs_amplitude_contrast"] > 2 * h["abs_amplitude_contrast"]
+    assert lo["abs_amplitude_contrast"] > 1.0 > h["abs_amplitude_contrast"]
+    assert math.isnan(lo["fringe_share"])  # the lattice is not resolved at 0.1243 nm/px
+    assert h["fringe_share"] > 0.2  # HRTEM: a clear share of particle area carries fringes
+    assert 2 <= h["diameter_median_nm"] <= 6.5 and 12 <= lo["diameter_median_nm"] <= 28
+    rec = json.loads(cli("recommend", tmp_path / "lowres_fp.csv", "--json", check_rc=0).stdout)
+    assert rec["arch"] == "n2_p22" and "fingerprint" in rec["basis"]
+    rec = json.loads(cli("recommend", "hrtem", "--fingerprints", tmp_path / "hrtem_fp.csv", "--json").stdout)
+    assert rec == from_fingerprint(h.to_dict()) and rec["reason"]
+
+
+def test_best_rf_is_smallest_within_one_std():
+    s = pd.DataFrame([
+        {"dataset": "d", "method": "unet", "arch": a, "rf_px": rf, "rf_nm": rf * 0.1, "params": 8074,
+         "hard_dice_mean": m, "hard_dice_std": sd}
+        for a, rf, m, sd in [("n2_p22", 44, 0.70, 0.01), ("n2_p44", 120, 0.78, 0.02), ("n2_p88", 392, 0.79, 0.02)]])
+    b = best_rf(s, "d")
+    assert b["arch"] == "n2_p44" and b["best_arch"] == "n2_p88" and b["basis"] == "measured"
+
+
+@pytest.mark.parametrize("contrast, smallest, basis", [(5.0, True, "agree"), (0.5, True, "series"),
+                                                       (0.1, False, "paper's rule")])
+def test_fingerprint_rule_follows_the_evidence(contrast, smallest, basis):
+    rec = from_fingerprint({"dataset": "x", "pixel_size_nm": 0.05, "abs_amplitude_contrast": contrast,
+                            "diameter_median_nm": 5.0})
+    assert basis in rec["basis"] and (rec["arch"] == "n2_p22") == smallest
+    if not smallest:
+        assert rec["rf_nm"] >= 1.7 * 5.0
+
+
+def test_recommend_cli_measured_and_unknown(cli, tmp_path):
+    s = pd.DataFrame([{"dataset": "d", "method": "unet", "arch": "n2_p22", "rf_px": 44, "rf_nm": 4.4,
+                       "params": 8074, "hard_dice_mean": 0.9, "hard_dice_std": 0.01}])
+    s.to_csv(tmp_path / "summary.csv", index=False)
+    out = cli("recommend", "d", "--results", tmp_path / "summary.csv", check_rc=0).stdout
+    assert "use n2_p22 (RF 44 px = 4.4 nm) [measured]" in out
+    proc = cli("recommend", "nope", "--results", tmp_path / "summary.csv")
+    assert proc.returncode == 2 and "unknown dataset 'nope'" in proc.stderr

@@ -1,0 +1,209 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rfseg.blocks import training as train_mod
+from rfseg.blocks.bundle import load_bundle
+from rfseg.blocks.models import ArchSpec
+from rfseg.errors import UserError
+from rfseg.stages.evaluate import evaluate
+from rfseg.stages.train import PAUSE_ENV, TrainConfig, train
+from support import make_patch_dir
+
+FAST = dict(batch_size=8, lr=3e-3, augment="random8", precision="fp32")
+
+
+def test_tiny_dataset_trains_and_evaluates(tmp_path):
+    patches = make_patch_dir(tmp_path / "p")
+    meta = train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=25, **FAST), threads=2)
+    assert meta["params"] == 8074 and meta["rf_px"] == 44
+    assert (tmp_path / "run/history.csv").exists()
+    row = evaluate(tmp_path / "run", patches, tmp_path / "eval", "toy")
+    assert row["hard_dice"] > 0.9 and row["global_dice"] > 0.9
+    assert set(pd.read_csv(tmp_path / "eval/metrics.csv").columns) >= {
+        "dataset", "method", "arch", "blocks", "pools", "dilations", "params", "rf_px", "rf_nm", "seed",
+        "hard_dice", "soft_dice", "global_dice", "iou", "precision", "recall"}
+    model, _ = load_bundle(tmp_path / "run")
+    assert isinstance(torch.load(tmp_path / "run/model.pt", weights_only=True), dict)
+
+
+def test_same_data_order_for_every_architecture(tmp_path, monkeypatch):
+    patches = make_patch_dir(tmp_path / "p", n=(10, 3, 3), size=128)
+    seen = {}
+    real = train_mod.dihedral_batch
+
+    def spy(x, ks):
+        seen.setdefault(current, []).append((x.flatten()[:64].clone(), ks.clone()))
+        return real(x, ks)
+
+    monkeypatch.setattr(train_mod, "dihedral_batch", spy)
+    for current in ("n2_p22", "n2_p44", "n2_p22_d112"):
+        train(patches, tmp_path / current, ArchSpec.from_name(current), 7, TrainConfig(epochs=2, **FAST))
+    a, b, c = seen["n2_p22"], seen["n2_p44"], seen["n2_p22_d112"]
+    assert len(a) == len(b) == len(c) > 0
+    for (xa, ka), (xb, kb), (xc, kc) in zip(a, b, c):
+        assert torch.equal(xa, xb) and torch.equal(ka, kb) and torch.equal(xa, xc) and torch.equal(ka, kc)
+
+
+def _train_cmd(patches, out, epochs):
+    return [sys.executable, "-m", "rfseg.cli", "train", "--patches", str(patches), "--arch", "n2_p22", "--seed", "3",
+            "--epochs", str(epochs), "--batch-size", "8", "--lr", "0.003", "--augment", "random8",
+            "--threads", "1", "--out", str(out)]
+
+
+def _start_paused(cmd, checkpoint, epoch, timeout=300):
+    """Start training that stops after the checkpoint of ``epoch`` and waits (rfseg.stages.train.PAUSE_ENV), so the
+    test interrupts it at a known point instead of racing it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, PAUSE_ENV: str(epoch)})
+    flag = checkpoint.with_name(checkpoint.name + ".paused")
+    t0 = time.time()
+    while not flag.exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() - t0 < timeout, "training did not reach the pause"
+        time.sleep(0.1)
+    flag.unlink()
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_and_resume_is_bit_identical(tmp_path, sig):
+    patches = make_patch_dir(tmp_path / "p", n=(40, 4, 4), size=64)
+    epochs = 6
+    subprocess.run(_train_cmd(patches, tmp_path / "ref", epochs), check=True, capture_output=True)
+    proc = _start_paused(_train_cmd(patches, tmp_path / "cut", epochs), tmp_path / "cut/checkpoint.pt", 2)
+    assert torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["epoch"] == 2
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "checkpoint of the last finished epoch is kept" in out
+    assert not (tmp_path / "cut/model.pt").exists()
+    assert not list((tmp_path / "cut").glob(".*part*"))
+    done = subprocess.run(_train_cmd(patches, tmp_path / "cut", epochs), check=True, capture_output=True, text=True)
+    assert "resumed from" in done.stdout and "after epoch 2" in done.stdout
+    ref = torch.load(tmp_path / "ref/model.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut/model.pt", weights_only=True)
+    assert ref.keys() == cut.keys() and all(torch.equal(ref[k], cut[k]) for k in ref)
+    assert pd.read_csv(tmp_path / "ref/history.csv").drop(columns="seconds").equals(
+        pd.read_csv(tmp_path / "cut/history.csv").drop(columns="seconds"))
+
+
+def test_kill_during_the_checkpoint_write_keeps_the_last_one(tmp_path, monkeypatch):
+    """A crash while the checkpoint of epoch 3 is being written leaves that of epoch 2 intact, and the rerun
+    resumes from it to the same weights as an uninterrupted run."""
+    from rfseg.blocks import io
+
+    patches = make_patch_dir(tmp_path / "p", n=(16, 4, 4), size=48)
+    cfg = TrainConfig(epochs=4, **FAST)
+    train(patches, tmp_path / "ref", "n2_p22", 3, cfg)
+    real_replace, writes = os.replace, []
+
+    def crash_on_third(src, dst):
+        if str(dst).endswith("checkpoint.pt"):
+            writes.append(dst)
+            if len(writes) == 3:
+                raise KeyboardInterrupt  # the process dies with the new checkpoint written but not renamed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(patches, tmp_path / "cut", "n2_p22", 3, cfg)
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    assert torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["epoch"] == 2
+    train(patches, tmp_path / "cut", "n2_p22", 3, cfg)
+    ref, cut = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ref", "cut"))
+    assert all(torch.equal(ref[k], cut[k]) for k in ref)
+
+
+@pytest.mark.parametrize("options", [dict(select="best"), dict(early_stopping_patience=1, epochs=8)])
+def test_resume_with_best_weights_and_early_stopping(tmp_path, options):
+    """Resuming keeps the best weights seen so far and the early-stopping count: the result equals an
+    uninterrupted run."""
+    patches = make_patch_dir(tmp_path / "p", n=(16, 4, 4), size=48)
+    cfg = TrainConfig(**{**dict(epochs=5, **FAST), **options})
+    ref = train(patches, tmp_path / "ref", "n2_p22", 4, cfg)
+    cmd = _train_cmd(patches, tmp_path / "cut", cfg.epochs)
+    cmd[cmd.index("--seed") + 1] = "4"
+    cmd[cmd.index("--batch-size") + 1] = str(cfg.batch_size)
+    cmd += ["--precision", "fp32"] + (["--select", "best"] if cfg.select == "best" else []) + (
+        ["--early-stopping", "1"] if cfg.early_stopping_patience else [])
+    proc = _start_paused(cmd, tmp_path / "cut/checkpoint.pt", 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    cut = train(patches, tmp_path / "cut", "n2_p22", 4, cfg)
+    assert (cut["epochs_run"], cut["best_epoch"], cut["weights"]) == (ref["epochs_run"], ref["best_epoch"],
+                                                                    ref["weights"])
+    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ref", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_model_inputs(tmp_path):
+    patches = make_patch_dir(tmp_path / "p", n=(6, 2, 2), size=96)
+    train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=1, **FAST))
+    # a model.json beside the weights of a model with identical shapes (pools do not change the parameters)
+    train(patches, tmp_path / "p24", ArchSpec(2, (2, 4)), 2, TrainConfig(epochs=1, **FAST))
+    (tmp_path / "run/model.pt").write_bytes((tmp_path / "p24/model.pt").read_bytes())
+    with pytest.raises(UserError, match="not the ones .*model.json describes"):
+        load_bundle(tmp_path / "run")
+    # weights of another architecture, with no hash recorded: the shapes are checked
+    other = train(patches, tmp_path / "n3", ArchSpec(3, (2, 2, 2)), 1, TrainConfig(epochs=1, **FAST))
+    meta = json.loads((tmp_path / "run/model.json").read_text())
+    del meta["weights_sha256"]
+    (tmp_path / "run/model.json").write_text(json.dumps(meta))
+    (tmp_path / "run/model.pt").write_bytes((tmp_path / "n3/model.pt").read_bytes())
+    with pytest.raises(UserError, match="do not fit architecture n2_p22"):
+        load_bundle(tmp_path / "run")
+    (tmp_path / "run/model.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot load the weights"):
+        load_bundle(tmp_path / "run")
+    (tmp_path / "run/model.json").write_text('{"arch": {"blocks": 2, ')
+    with pytest.raises(UserError, match="model.json: the model description is not valid JSON"):
+        load_bundle(tmp_path / "run")
+    # corrupt checkpoint
+    (tmp_path / "n3/checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="corrupt or unreadable"):
+        train(patches, tmp_path / "n3", ArchSpec(3, (2, 2, 2)), 1, TrainConfig(epochs=1, **FAST))
+    # RF larger than the patch
+    with pytest.raises(UserError, match="receptive field of 392 px, larger than the 96 px"):
+        train(patches, tmp_path / "big", ArchSpec(2, (8, 8)), 1, TrainConfig(epochs=1, **FAST))
+    # pixel size mismatch and empty test split
+    other_px = make_patch_dir(tmp_path / "q", n=(6, 2, 2), size=96, pixel_size_nm=0.2)
+    with pytest.raises(UserError, match="trained at 0.1 nm/px"):
+        evaluate(tmp_path / "n3", other_px, tmp_path / "e", "toy")
+    np.save(patches / "test_masks.npy", np.zeros((2, 96, 96), np.uint8))
+    with pytest.raises(UserError, match="no particle pixels"):
+        evaluate(tmp_path / "n3", patches, tmp_path / "e", "toy")
+    assert not (tmp_path / "e").exists() or not list((tmp_path / "e").iterdir())
+    assert other["rf_px"] == 96
+
+
+def test_uncalibrated_data_leave_nm_columns_empty(tmp_path):
+    patches = make_patch_dir(tmp_path / "p", n=(6, 2, 2), pixel_size_nm=None)
+    meta = train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=1, **FAST))
+    assert meta["pixel_size_nm"] is None and meta["rf_nm"] is None and meta["rf_px"] == 44
+    row = evaluate(tmp_path / "run", patches, tmp_path / "e", "toy")
+    assert np.isnan(row["rf_nm"]) and np.isnan(row["pixel_size_nm"])
+    parts = pd.read_csv(tmp_path / "e/particles.csv")
+    assert parts["diameter_nm"].isna().all() and (parts["diameter_px"] > 0).all()
+    calibrated = make_patch_dir(tmp_path / "q", n=(6, 2, 2), pixel_size_nm=0.1)
+    with pytest.raises(UserError, match="trained at an unknown pixel size"):
+        evaluate(tmp_path / "run", calibrated, tmp_path / "f", "toy")
+
+
+def test_diverged_training_stops_with_a_clear_error_and_no_model(tmp_path):
+    patches = make_patch_dir(tmp_path / "p", n=(6, 2, 2), size=48)
+    images = np.load(patches / "train_images.npy")
+    images[0, 0, 0] = np.nan
+    np.save(patches / "train_images.npy", images)
+    with pytest.raises(UserError, match="training diverged in epoch 1 .*training.precision fp32"):
+        train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=2, **FAST))
+    assert not (tmp_path / "run/model.pt").exists() and not (tmp_path / "run/checkpoint.pt").exists()

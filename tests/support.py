@@ -1,0 +1,100 @@
+"""Test support: fixtures written through the artifact owners, the installed command line, and the workflow run in
+a scratch copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rfseg.blocks import artifacts
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FORMATS = SHARED / "data" / "formats"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+# ------------------------------------------------------------------------------------------------------ fixtures
+def make_patch_dir(root, n=(24, 8, 8), size=48, pixel_size_nm=0.1, seed=0):
+    """A patch folder (through rfseg.blocks.artifacts): dark noisy background with one brighter disk per patch."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    splits = {}
+    for split, count in zip(artifacts.SPLITS, n):
+        imgs, masks = [], []
+        for _ in range(count):
+            cy, cx, r = *rng.uniform(8, size - 8, 2), rng.uniform(4, 7)
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            imgs.append((rng.normal(0, 0.5, (size, size)) + 1.5 * m).astype(np.float32))
+            masks.append(m.astype(np.uint8))
+        splits[split] = (np.stack(imgs), np.stack(masks))
+    artifacts.write_patch_folder(root, splits, {"dataset": "toy", "patch_size_px": size,
+                                                "pixel_size_nm": pixel_size_nm, "min_particle_px": 0,
+                                                "n_images": sum(n)})
+    return Path(root)
+
+
+def run_cli(*args, cwd=None, check_rc=None, env=None):
+    """Run the installed `rfseg` command in a subprocess; returns CompletedProcess with text output."""
+    exe = Path(sys.executable).with_name("rfseg")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rfseg.cli"]
+    proc = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd,
+                          env=None if env is None else {**os.environ, **env})
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr + proc.stdout
+    return proc
+
+
+def one_line_error(proc, needle: str) -> None:
+    """A user mistake: exit 2, one line on stderr naming ``needle``, no traceback."""
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------------ workflow
+def scratch_copy(dest: Path, config="configs/test-tiny.yaml") -> Path:
+    """The workflow, package and resources copied to ``dest`` with ``config`` as its config.yaml."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Snakefile", dest)
+    shutil.copytree(ROOT / "workflow", dest / "workflow")
+    shutil.copytree(ROOT / "rfseg", dest / "rfseg", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "resources", dest / "resources")
+    shutil.copytree(ROOT / "configs", dest / "configs")
+    shutil.copy(ROOT / config, dest / "config.yaml")
+    return dest
+
+
+def env_for(wd: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(wd)  # the copied package shadows the installed one, so tests can edit it
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return env
+
+
+def snakemake(wd: Path, *args, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SNAKEMAKE), "--cores", "2", *map(str, args)], cwd=wd, env=env_for(wd),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table into {rule: count} (without the total)."""
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table, counts = True, {}
+            continue
+        if in_table:
+            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+            if m:
+                if m[1] == "total":
+                    in_table = False
+                else:
+                    counts[m[1]] = int(m[2])
+    return counts

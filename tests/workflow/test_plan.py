@@ -1,0 +1,80 @@
+"""The plan (rfseg.plan): config interpretation, checks and flags, without Snakemake."""
+
+import copy
+
+import pytest
+import yaml
+
+from rfseg.errors import UserError
+from rfseg.plan import Plan, flags
+from support import ROOT
+
+
+@pytest.fixture
+def tiny():
+    return yaml.safe_load((ROOT / "configs/test-tiny.yaml").read_text())
+
+
+def _with(cfg, edit):
+    cfg = copy.deepcopy(cfg)
+    edit(cfg)
+    return cfg
+
+
+def _rename(cfg, new):
+    cfg["datasets"][new] = cfg["datasets"].pop("tiny")
+    cfg["predict"]["dataset"] = new
+
+
+@pytest.mark.parametrize("name,edit,needle", [
+    ("space in name", lambda c: _rename(c, "my data"), "name 'my data' is used in file names"),
+    ("plus in name", lambda c: _rename(c, "a+b"), "name 'a+b' is used in file names"),
+    ("fractions", lambda c: c["datasets"]["tiny"].update(split={"fractions": [0.7, 0.2, 0.2]}),
+     "split.fractions [0.7, 0.2, 0.2] must sum to 1"),
+    ("fold", lambda c: c["datasets"]["tiny"].update(split={"folds": 3, "fold": 3}), "split.fold must be below"),
+    ("material", lambda c: c["datasets"]["tiny"]["fourier"].update(material="Unobtainium"),
+     "datasets.tiny.fourier.material (--material) 'Unobtainium' is not in the table"),
+    ("masks without stem", lambda c: c["datasets"].update(real={
+        "images": str(ROOT / "resources/real-tem-seg/images/*.tif"), "masks": "masks/all.tif",
+        "uncalibrated": True, "patches": {"size": 128, "min_particle_px": 10}, "architectures": ["n2_p22"]}),
+     "datasets.real.masks: the pattern 'masks/all.tif' must contain {stem}"),
+    ("simulated too small", lambda c: c["datasets"]["tiny"]["simulate"].update(size=100),
+     "simulate.size (100 px) is smaller than datasets.tiny.patches.size (128 px)"),
+    ("rf", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p88"),
+     "n2_p88 has a receptive field of 392 px"),
+    ("bad arch", lambda c: c["datasets"]["tiny"]["architectures"].append({"blocks": 2, "pools": [2, 3]}),
+     "architectures[3]: pool size 3"),
+    ("predict dataset", lambda c: c["predict"].update(dataset="nope"), "predict.dataset: 'nope' is not one"),
+    ("predict arch", lambda c: c["predict"].update(arch="n2_p44"), "predict.arch: n2_p44 is not trained"),
+    ("missing images", lambda c: c["datasets"].update(real={
+        "images": "nowhere/*.tif", "masks": "nowhere/{stem}.tif", "pixel_size_nm": 1.0,
+        "patches": {"size": 128, "min_particle_px": 10}, "architectures": ["n2_p22"]}), "datasets.real.images"),
+])
+def test_config_mistakes_are_found_by_the_plan(tiny, name, edit, needle):
+    with pytest.raises(UserError, match="^config ") as e:
+        Plan(_with(tiny, edit))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_plan_of_the_tiny_config(tiny):
+    plan = Plan(tiny)
+    assert plan.architectures("tiny") == ["n2_p22", "n2_p24", "n2_p22_d112"]
+    assert plan.model_dirs("tiny")[0] == "results/tiny/models/n2_p22/seed1"
+    assert plan.example_archs("tiny") == ["n2_p22", "n2_p24"] and plan.edge_pair("tiny") == ["n2_p24", "n2_p22_d112"]
+    assert "results/figures/tiny/pooling_vs_dilation.png" in plan.targets()
+    assert plan.metrics_files()[-1] == "results/tiny/fourier/metrics.csv"
+    assert plan.metrics_inputs()[-1] == "results/tiny/fourier"
+    assert plan.train_flags("tiny") == ("--epochs 2 --batch-size 4 --lr 0.003 --augment random8 --precision fp32 "
+                                        "--device cpu --select last")
+
+
+def test_flags_are_quoted_and_ordered():
+    assert flags([("--a", 1), ("--b", None), ("--c", True), ("--d", False), ("--e", [1, 2]),
+                  ("--f", "my file")]) == "--a 1 --c --e 1,2 --f 'my file'"
+
+
+def test_overlap_bound_of_the_schema_is_the_inference_bound():
+    from rfseg.blocks.inference import MAX_OVERLAP
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["predict"]["properties"]["overlap"]["maximum"] == MAX_OVERLAP

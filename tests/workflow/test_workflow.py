@@ -1,0 +1,200 @@
+import numpy as np
+import pytest
+import yaml
+
+from support import job_counts, scratch_copy, snakemake
+
+
+@pytest.fixture(scope="module")
+def done_workflow(tmp_path_factory):
+    """The tiny configuration run to completion once in a scratch copy."""
+    wd = scratch_copy(tmp_path_factory.mktemp("wf"))
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return wd
+
+
+def _variant(wd, name, edit):
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    edit(cfg)
+    path = wd / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _dry(wd, configfile=None):
+    args = ["-n"] + (["--configfile", configfile] if configfile else [])
+    proc = snakemake(wd, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job_counts(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+
+
+# Jobs that read the aggregated metrics.csv, so they follow any change in any evaluation or the Fourier baseline.
+AFTER_METRICS = {"aggregate": 1, "figure_dice_vs_rf": 1, "figure_sizes": 1, "figure_dilation": 1, "predict": 1,
+                 "all": 1}
+AFTER_FOURIER = {"fourier": 1, "fn_overlap": 1, "figure_false_negatives": 1}
+NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1}
+
+
+@pytest.mark.slow
+def test_outputs_and_nothing_left_to_do(done_workflow):
+    wd = done_workflow
+    for f in ["results/summary.csv", "results/metrics.csv", "results/tiny/fn_overlap.csv",
+              "results/tiny/models/n2_p22/seed1/model.json", "results/architectures.csv",
+              "results/tables/datasets.csv", "results/predict/new/segmented/summary.csv"]:
+        assert (wd / f).is_file(), f
+    counts, out = _dry(wd)
+    assert counts == {} and "Nothing to be done" in out
+
+
+@pytest.mark.slow
+def test_every_figure_is_drawn_and_in_the_report(done_workflow):
+    from PIL import Image
+
+    wd = done_workflow
+    names = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf", "false_negatives",
+             "fn_overlap", "pooling_vs_dilation", "edges"]
+    for name in names:
+        png = wd / f"results/figures/tiny/{name}.png"
+        with Image.open(png) as im:
+            assert im.size[0] >= 400 and im.size[1] >= 250, (name, im.size)
+            assert len(np.unique(np.asarray(im.convert("L")))) > 20, f"{name} looks empty"
+        assert (wd / f"results/figures/tiny/{name}.svg").stat().st_size > 1000
+    proc = snakemake(wd, "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (wd / "results/report.html").read_text(errors="replace")
+    for name in names:
+        assert f"{name}.png" in html
+    assert "Dice vs receptive field" in html
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,edit,expected",
+    [
+        ("sigma", lambda c: c["datasets"]["tiny"]["fourier"].update(sigma_nm=0.3),
+         {**AFTER_FOURIER, **AFTER_METRICS}),
+        ("seed", lambda c: c["training"].update(seeds=[1, 2]),
+         {"train": 3, "evaluate": 3, **NEW_MODELS, **AFTER_METRICS}),
+        ("arch", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p42"),
+         {"train": 1, "evaluate": 1, "erf": 1, "figure_erf": 1, "figure_examples": 1, **NEW_MODELS,
+          **AFTER_METRICS}),
+        ("lr", lambda c: c["training"].update(lr=0.001),
+         {"train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1, "figure_examples": 1, "figure_edges": 1,
+          **NEW_MODELS, **AFTER_METRICS}),
+        ("patch", lambda c: c["datasets"]["tiny"]["patches"].update(min_particle_px=60),
+         {"patches": 1, "dataset_table": 1, "fingerprint": 1, "train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1,
+          "figure_examples": 1, "figure_edges": 1, **AFTER_FOURIER, **NEW_MODELS, **AFTER_METRICS}),
+    ],
+)
+def test_config_change_reruns_only_affected_jobs(done_workflow, name, edit, expected):
+    counts, _ = _dry(done_workflow, _variant(done_workflow, name, edit))
+    assert counts == expected
+
+
+@pytest.mark.parametrize(
+    "name,edit,needle",
+    [
+        ("typo", lambda c: c["training"].update(epoch=3), "epoch"),
+        ("path", lambda c: c["datasets"].update(
+            real={"images": "nowhere/*.tif", "masks": "nowhere/{stem}.tif", "pixel_size_nm": 1.0,
+                  "patches": {"size": 128, "min_particle_px": 10}, "architectures": ["n2_p22"]}),
+         "datasets.real.images"),
+        ("rf", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p88"),
+         "n2_p88 has a receptive field of 392 px"),
+        ("space", lambda c: c["datasets"].update({"my data": c["datasets"].pop("tiny")}) or c["predict"].update(
+            dataset="my data"), "name 'my data' is used in file names"),
+        ("fractions", lambda c: c["datasets"]["tiny"].update(split={"fractions": [0.5, 0.1, 0.1]}),
+         "must sum to 1"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, name, edit, needle):
+    """Through Snakemake itself: a config mistake stops the dry run and the run, before any job (the full list of
+    checks is tested on rfseg.plan directly)."""
+    wd = scratch_copy(tmp_path)
+    dry = snakemake(wd, "-n", "--configfile", _variant(wd, name, edit))
+    assert dry.returncode != 0 and needle in dry.stdout + dry.stderr
+    proc = snakemake(wd, "--configfile", _variant(wd, name, edit))
+    assert proc.returncode != 0
+    assert needle in proc.stdout + proc.stderr
+    assert not (wd / "results").exists()
+
+
+@pytest.mark.slow
+def test_real_dataset_config_preprocesses_and_splits_without_leakage(tmp_path):
+    import pandas as pd
+
+    wd = scratch_copy(tmp_path, config="configs/real-tem-seg.yaml")
+    proc = snakemake(wd, "results/real-tem-seg/real/patches")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    idx = pd.read_csv(wd / "results/real-tem-seg/real/patches/index.csv")
+    assert idx.source_image.nunique() == 8
+    assert idx.groupby("source_image")["split"].nunique().max() == 1  # no micrograph in two splits
+    assert set(idx.split) == {"train", "val", "test"}
+    counts, _ = _dry(wd)
+    assert counts["train"] == 6 and "fourier" not in counts
+
+
+def test_lint_and_format_clean():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support import ROOT, SNAKEMAKE
+
+    lint = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-2000:]
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert fmt.returncode == 0, fmt.stderr[-2000:]
+
+
+def test_paper_config_plans_the_full_study(tmp_path):
+    """With the documented data layout in place, the paper protocol plans every architecture x 5 seeds."""
+    import numpy as np
+
+    from rfseg.blocks import io
+
+    wd = scratch_copy(tmp_path, config="configs/paper.yaml")
+    for ds in ("hrtem_5nm", "lowres_20nm"):
+        for i in range(3):
+            img = wd / f"data/paper/{ds}/images/im{i}.tif"
+            io.write_tiff(img, np.zeros((512, 512), np.float32))
+            io.write_tiff(wd / f"data/paper/{ds}/masks/im{i}.tif", np.zeros((512, 512), np.uint8))
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    for ds in cfg["datasets"].values():  # the test masks are TIFF, the documented example PNG
+        ds["masks"] = ds["masks"].replace(".png", ".tif")
+    counts, _ = _dry(wd, _variant(wd, "paper", lambda c: c.update(cfg)))
+    # N=2: 9 pooling combinations fit 512 px, N=3: 14, N=4: 7; plus 7 dilated N=2 variants on HRTEM
+    assert counts["train"] == 5 * ((9 + 14 + 7 + 7) + (9 + 14 + 7))
+    assert counts["fourier"] == 1 and counts["preprocess"] == 2
+
+
+def test_series_config_plans_one_sweep_per_point(tmp_path):
+    wd = scratch_copy(tmp_path, config="configs/series.yaml")
+    counts, _ = _dry(wd)
+    assert counts["simulate"] == 5 and counts["fingerprint"] == 5 and counts["figure_series"] == 1
+    assert counts["train"] == 5 * 3 * 3 and "predict" not in counts
+
+
+@pytest.mark.slow
+def test_reduced_series_runs_end_to_end(tmp_path):
+    """configs/series.yaml shrunk to seconds (small images and particles, one seed, one epoch) runs to the figure."""
+    wd = scratch_copy(tmp_path, config="configs/series.yaml")
+
+    def shrink(c):
+        c["training"].update(seeds=[1], epochs=1)
+        for name in list(c["datasets"])[2:]:
+            del c["datasets"][name]
+        for d in c["datasets"].values():
+            d["simulate"].update(n_images=3, size=256, diameter_nm=[1.5, 2.5])
+            d["patches"].update(size=128, min_particle_px=50)
+            d["architectures"] = ["n2_p22", "n2_p24"]
+
+    cfg = _variant(wd, "reduced", shrink)
+    (wd / "config.yaml").write_text(cfg.read_text())
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (wd / "results/series/figures/series.png").is_file()
+    assert len(list((wd / "results/series").glob("*/fingerprint.csv"))) == 2
