@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: setup run test test-fast report readme-figure clean
+.PHONY: setup run test test-fast report readme-figure pretrained clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ run: $(STAMP)
 
 report: run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1 --report results/report.html
+
+# The shipped published networks (resources/pretrained), regenerated from the lab's files beside the checkout.
+LAB_MODELS ?= ../shared/models/hrtem-generalization
+pretrained: $(STAMP)
+	$(BIN)/rfseg import --shipped $(LAB_MODELS) --out resources/pretrained
 
 # The demo's main figure shown in README.md (regenerated from the demo results).
 readme-figure: run

@@ -255,6 +255,7 @@ def _add_evaluate(p):
     p.add_argument("--model", required=True, help="bundle folder with model.pt and model.json")
     p.add_argument("--patches", required=True)
     p.add_argument("--dataset", required=True)
+    _opt(p, "--preprocessed", evaluate, help="the dataset's preprocessed folder (needed for published networks)")
     _opt(p, "--tta", evaluate, action="store_true", help="average the 8 dihedral transforms")
     _opt(p, "--device", evaluate, choices=DEVICES)
     _opt(p, "--threads", evaluate, type=int)
@@ -265,7 +266,8 @@ def _add_evaluate(p):
 def _run_evaluate(args):
     from rfseg.stages.evaluate import evaluate
 
-    row = evaluate(args.model, args.patches, args.out, args.dataset, **_given(args, "tta", "device", "threads"))
+    row = evaluate(args.model, args.patches, args.out, args.dataset,
+                   **_given(args, "preprocessed", "tta", "device", "threads"))
     print(f"{row['dataset']} {row['arch']} seed {row['seed']}: hard dice {row['hard_dice']:.4f}, soft dice "
           f"{row['soft_dice']:.4f}, global dice {row['global_dice']:.4f} on {row['n_test_patches']} patches")
 
@@ -440,6 +442,59 @@ def _run_predict(args):
           f"{int(summary['particles'].sum())} particles -> {args.out}")
 
 
+# ---------------------------------------------------------------------------------------------- published networks
+def _add_import(p):
+    from rfseg.stages.importer import import_network
+
+    _describe(p, "Read a published network of the paper's lab (never executing its pickle), check that it fits the "
+                 "residual UNet family and write an rfseg bundle. With --shipped SRC, regenerate the bundles "
+                 "shipped in resources/pretrained from the lab's files in SRC.")
+    p.add_argument("checkpoint", nargs="?", help="the lab's .h5/.pt file (a pickled UNet)")
+    p.add_argument("--out", help="bundle folder to write (with --shipped: the folder of all shipped bundles)")
+    p.add_argument("--shipped", metavar="SRC", help="regenerate every shipped bundle from the lab's folder SRC")
+    _opt(p, "--details", import_network, help="the lab's model_details.csv (pixel size, dataset, dose, fold)")
+    _opt(p, "--pixel-size", import_network, "pixel_size_nm", type=_positive_float,
+         help="nm/px of the training data (without --details)")
+    _opt(p, "--name", import_network, help="bundle name for tables and ensembles, e.g. au-5nm-423e")
+    _opt(p, "--member", import_network, help="member name within an ensemble, e.g. fold0")
+    _opt(p, "--repository", import_network, help="source repository, recorded in model.json")
+    _opt(p, "--license", import_network, help="license of the source, recorded in model.json")
+    p.set_defaults(func=_run_import)
+
+
+def _run_import(args):
+    from rfseg.stages.importer import PRETRAINED, import_network, import_shipped
+
+    if args.shipped:
+        metas = import_shipped(args.shipped, args.out or PRETRAINED)
+        print(f"wrote {len(metas)} bundles into {args.out or PRETRAINED}")
+        return
+    if not args.checkpoint or not args.out:
+        raise UserError("give a CHECKPOINT and --out (or --shipped SRC)")
+    meta = import_network(args.checkpoint, args.out, **_given(args, "details", "pixel_size_nm", "name", "member",
+                                                              "repository", "license"))
+    print(f"{args.checkpoint}: {meta['name']} ({meta['params']:,} parameters, RF {meta['rf_px']} px = "
+          f"{meta['rf_nm']:.3g} nm at {meta['pixel_size_nm']:g} nm/px) -> {args.out}")
+
+
+def _add_models(p):
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args):
+    from rfseg.stages.importer import shipped_models
+
+    table = shipped_models()
+    if table.empty:
+        raise UserError("no shipped model bundles found under resources/pretrained")
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+        return
+    print(table.drop(columns=["source"]).to_string(index=False))
+    print(f"source: {table['source'].iloc[0]}; segment with: rfseg predict {table['path'].iloc[0]}/* IMAGES --out DIR")
+
+
 # ---------------------------------------------------------------------------------------------- fingerprint, recommend
 def _add_fingerprint(p):
     from rfseg.stages.fingerprint import fingerprint
@@ -522,6 +577,10 @@ _SUBCOMMANDS = [
      "Table 1: patches, micrographs, particle fraction, pixel size"),
     ("predict", "rfseg.stages.predict", _add_predict,
      "segment whole micrographs with model bundles and measure the particles"),
+    ("import", "rfseg.stages.importer", _add_import,
+     "turn a published network of the paper's lab into an rfseg bundle, safely"),
+    ("models", "rfseg.stages.importer", _add_models,
+     "list the model bundles shipped with rfseg (segmentation without training)"),
     ("fingerprint", "rfseg.stages.fingerprint", _add_fingerprint,
      "particle size, contrast, fringe strength and balance of a dataset"),
     ("recommend", "rfseg.stages.recommend", _add_recommend,

@@ -13,11 +13,13 @@ import shlex
 from pathlib import Path
 
 from rfseg.blocks.artifacts import Layout
+from rfseg.blocks.bundle import is_bundle
 from rfseg.blocks.fourier import lattice_spacings
 from rfseg.blocks.models import ArchSpec, build_model, receptive_field, sweep
 from rfseg.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+PRETRAINED = "resources/pretrained"
 FIGURES = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
 FOURIER_FIGURES = ["false_negatives", "fn_overlap"]
 DILATION_FIGURES = ["pooling_vs_dilation", "edges"]
@@ -67,7 +69,7 @@ class Plan:
         self.layout = Layout(config.get("results", "results"))
         self.datasets = dict(config.get("datasets") or {})
         self.predict_cfg = config.get("predict")
-        self._archs = {}
+        self._archs, self._published = {}, {}
         for ds in self.datasets:
             self._check_dataset(ds)
         if self.predict_cfg:
@@ -105,6 +107,24 @@ class Plan:
                 except UserError as e:
                     raise UserError(f"config {key}.{e}") from None
         self.raw_inputs(ds)
+        self._published[ds] = self._resolve_published(ds)
+
+    def _resolve_published(self, ds) -> list[tuple[str, str, str]]:
+        """(name, member, bundle folder) of every published network the dataset is scored with: a name of a bundle
+        shipped in resources/pretrained, or a folder holding bundles (one per member) or being one."""
+        out = []
+        for entry in self.datasets[ds].get("published", []):
+            folder = Path(entry) if "/" in entry else Path(PRETRAINED) / entry
+            members = [folder] if is_bundle(folder) else sorted(p for p in folder.glob("*") if is_bundle(p))
+            if not members:
+                raise UserError(f"config datasets.{ds}.published: {entry!r} is neither a shipped bundle (rfseg "
+                                f"models lists them) nor a folder of model bundles")
+            name = folder.name
+            if not NAME_RE.match(name) or any(not NAME_RE.match(m.name) for m in members):
+                raise UserError(f"config datasets.{ds}.published: {entry!r}: use folder names of letters, digits, "
+                                f"'_', '.' and '-'")
+            out += [(name, m.name, str(m)) for m in members]
+        return out
 
     def _arch_names(self, ds, size) -> list[str]:
         names = []
@@ -183,16 +203,28 @@ class Plan:
     def eval_dirs(self, ds) -> list[str]:
         return [self.layout.eval(ds, a, s) for a, s in self.runs(ds)]
 
+    def published(self, ds) -> list[tuple[str, str, str]]:
+        """(name, member, bundle folder) of the published networks scored on ``ds``."""
+        return self._published[ds]
+
+    def published_bundle(self, ds, name, member) -> str:
+        return next(d for n, m, d in self.published(ds) if (n, m) == (name, member))
+
+    def published_eval_dirs(self, ds) -> list[str]:
+        return [self.layout.eval_published(ds, n, m) for n, m, _ in self.published(ds)]
+
+    def _evaluations(self) -> list[str]:
+        return [f"{d}/metrics.csv" for ds in self.datasets for d in self.eval_dirs(ds) + self.published_eval_dirs(ds)]
+
     def metrics_files(self) -> list[str]:
-        """Every metrics.csv the aggregation reads: one per trained model, one per Fourier baseline."""
-        nets = [f"{d}/metrics.csv" for ds in self.datasets for d in self.eval_dirs(ds)]
-        return nets + [f"{self.layout.fourier(ds)}/metrics.csv" for ds in self.fourier_datasets()]
+        """Every metrics.csv the aggregation reads: one per trained model and published network, one per Fourier
+        baseline."""
+        return self._evaluations() + [f"{self.layout.fourier(ds)}/metrics.csv" for ds in self.fourier_datasets()]
 
     def metrics_inputs(self) -> list[str]:
         """What the aggregation depends on: the evaluations' metrics files and the Fourier baselines' folders
         (a rule's directory output)."""
-        nets = [f"{d}/metrics.csv" for ds in self.datasets for d in self.eval_dirs(ds)]
-        return nets + [self.layout.fourier(ds) for ds in self.fourier_datasets()]
+        return self._evaluations() + [self.layout.fourier(ds) for ds in self.fourier_datasets()]
 
     def fourier_datasets(self) -> list[str]:
         return [ds for ds in self.datasets if "fourier" in self.datasets[ds]]

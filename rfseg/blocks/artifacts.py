@@ -256,6 +256,9 @@ class Layout:
     def eval(self, ds, arch, seed):
         return self._p(ds, "eval", arch, f"seed{seed}")
 
+    def eval_published(self, ds, name, member):
+        return self._p(ds, "eval_published", name, member)
+
     def fourier(self, ds):
         return self._p(ds, "fourier")
 

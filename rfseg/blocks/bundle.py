@@ -9,6 +9,7 @@ bundles; ``evaluate``, ``predict``, ``erf`` and the figures read them.
 from __future__ import annotations
 
 import hashlib
+import io as _io
 from pathlib import Path
 
 import pandas as pd
@@ -46,8 +47,7 @@ def write_bundle(folder, state_dict: dict, meta: dict, history: pd.DataFrame | N
     files = bundle_files(folder)
     if history is not None:
         io.write_csv(history, files["history"])
-    with io.atomic_path(files["weights"]) as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+    _save(files["weights"], {k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
     meta = {**meta, "weights_sha256": sha256(files["weights"])}
     io.write_json(meta, files["meta"])
     return meta
@@ -101,10 +101,18 @@ def load_bundle(folder, device="cpu"):
 
 
 # ----------------------------------------------------------------------------------------------- checkpoint
+def _save(path, obj) -> None:
+    """torch.save through memory, so the archive's inner name does not come from the temporary file's name: the same
+    tensors give the same bytes (and the same SHA-256)."""
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    with io.atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
 def write_checkpoint(path, state: dict) -> None:
     """A training checkpoint (tensors, numbers, strings, lists and dicts only), written atomically."""
-    with io.atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    _save(path, state)
 
 
 def read_checkpoint(path) -> dict | None:

@@ -30,12 +30,14 @@ def _mean_std(df, x, metric):
 
 def dice_vs_rf(metrics_csv, dataset: str, out) -> None:
     """Hard and soft dice (mean ± std over seeds) against RF on a log axis, one line per number of blocks N;
-    the Fourier baseline as a horizontal band. Dilated and avg-pool variants are left to their own figure."""
+    the Fourier baseline as a grey band and each published real-data network as a band of its mean ± std over
+    members. Dilated and avg-pool variants are left to their own figure."""
     style()
     rows = _load_rows(metrics_csv, dataset)
     nets = rows[(rows["method"] == "unet") & (rows["mode"] == "max") & ~_dilated(rows)]
     x, xlabel = rf_axis(nets)
     fourier = rows[(rows["method"] == "fourier") & rows["hard_dice"].notna()]
+    published = rows[rows["method"] == "published"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, metric in zip(axes, ["hard_dice", "soft_dice"]):
         for i, (n, df) in enumerate(nets.groupby("blocks")):
@@ -46,6 +48,12 @@ def dice_vs_rf(metrics_csv, dataset: str, out) -> None:
             ax.axhspan(f[metric] - 0.003, f[metric] + 0.003, color="0.5", alpha=0.5)
             ax.text(nets[x].min(), f[metric], " Fourier filter", va="bottom",
                     color="0.3", fontsize=9)
+        for j, (name, df) in enumerate(published.groupby("arch")):
+            m, sd = df[metric].mean(), (df[metric].std() if len(df) > 1 else 0.0)
+            colour = PALETTE[(len(PALETTE) - 1 - j) % len(PALETTE)]
+            ax.axhspan(m - max(sd, 0.003), m + max(sd, 0.003), color=colour, alpha=0.25)
+            ax.text(nets[x].max(), m, f"published {name} (real data, n={len(df)}) ", va="bottom", ha="right",
+                    color=colour, fontsize=8)
         log_rf_axis(ax, xlabel)
         ax.set_title(f"{dataset}: {metric.replace('_', ' ')}")
         ax.grid(True, which="both", alpha=0.3)

@@ -1,14 +1,21 @@
 """Stage: one model on a dataset's test split -> a tidy metrics row, per-particle recovery, probability and
-false-negative maps (``rfseg evaluate``)."""
+false-negative maps (``rfseg evaluate``).
+
+A bundle trained on the dataset runs on its test patches directly. A published bundle (``rfseg import``) expects its
+own preprocessing and pixel size: it segments each test micrograph from its source file with its recipe (the
+:class:`~rfseg.blocks.predictor.Predictor` path of ``rfseg predict``), and the same test patches are cut from its
+probability, so both are scored on exactly the same pixels.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from rfseg.blocks import artifacts, bundle, metrics
+from rfseg.blocks import artifacts, bundle, io, metrics
 from rfseg.blocks.inference import predict_patches
 from rfseg.blocks.models import table_columns
+from rfseg.blocks.predictor import Predictor
 from rfseg.blocks.runtime import pick_device, set_threads
 from rfseg.errors import UserError
 
@@ -17,36 +24,75 @@ def _px_text(px) -> str:
     return "an unknown pixel size" if px is None else f"{px:.5g} nm/px"
 
 
-def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, tta: bool = False, device: str = "auto",
-             threads: int = 1, batch_size: int = 16, pixel_tolerance: float = 0.01) -> dict:
+def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, batch_size) -> np.ndarray:
+    """Test-patch probabilities (n, size, size) of a bundle run on the test micrographs' source files."""
+    if preprocessed is None:
+        raise UserError(f"{model_dir} is a published network with its own preprocessing: give the dataset's "
+                        f"preprocessed folder (--preprocessed) so that it can read the source micrographs")
+    manifest, _ = artifacts.read_preprocessed(preprocessed)
+    manifest = manifest.set_index("source_image")
+    index = artifacts.read_patch_index(patch_dir)
+    test = index[index["split"] == "test"]
+    predictor = Predictor([model_dir], device=device, tta=tta, batch_size=batch_size)
+    out = np.zeros((len(test), size, size), np.float32)
+    for source, rows in test.groupby("source_image", sort=False):
+        rec = manifest.loc[source]
+        own = rec.get("source_pixel_size_nm")
+        img = io.read_image(source, None if io.is_missing(own) else float(own))
+        prob, _, _ = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=source)
+        shape = (int(rec["rows"]), int(rec["cols"]))
+        if prob.shape != shape:  # the dataset resampled its micrographs: the patches are on that grid
+            from skimage.transform import resize
+
+            prob = resize(prob, shape, order=1, preserve_range=True).astype(np.float32)
+        for r in rows.itertuples():
+            out[r.index_in_split] = prob[r.row_px:r.row_px + size, r.col_px:r.col_px + size]
+    return out
+
+
+def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, tta: bool = False,
+             device: str = "auto", threads: int = 1, batch_size: int = 16, pixel_tolerance: float = 0.01) -> dict:
     """Evaluate one model bundle on the test patches of ``patch_dir``.
 
     Writes ``metrics.csv`` (one row), ``particles.csv``, ``probabilities.tif`` and ``false_negatives.tif`` into
-    ``out_dir``; returns the metrics row. The model must have been trained at the patches' pixel size."""
+    ``out_dir``; returns the metrics row. A trained bundle must come from data at the patches' pixel size; a
+    published one (method "published") needs ``preprocessed``, the dataset's preprocessed folder."""
     set_threads(threads)
     dev = pick_device(device)
-    model, meta = bundle.load_bundle(model_dir, dev)
+    meta = bundle.read_bundle_meta(model_dir)
     summary = artifacts.read_patch_summary(patch_dir)
     px = summary["pixel_size_nm"]
-    if (meta["pixel_size_nm"] is None) != (px is None) or (
-            px is not None and abs(meta["pixel_size_nm"] - px) > pixel_tolerance * px):
-        raise UserError(f"{model_dir}: the model was trained at {_px_text(meta['pixel_size_nm'])} but {patch_dir} "
-                        f"is at {_px_text(px)}: resample the data (target_pixel_size_nm) or use a matching model")
     images, masks = artifacts.load_split(patch_dir, "test")
     if len(images) == 0 or masks.sum() == 0:
         raise UserError(f"{patch_dir}: the test split has no particle pixels: add micrographs or change the split")
-    if images.shape[-1] % (k := int(np.prod(meta["arch"]["pools"]))):
-        raise UserError(f"{patch_dir}: patches of {images.shape[-1]} px do not fit {meta['name']} (multiple of {k})")
-    prob = predict_patches(model, images, batch_size, dev, tta)
+    published = meta.get("source") == "published"
+    if published:
+        prob = _from_micrographs(model_dir, patch_dir, preprocessed, images.shape[-1], device=device, tta=tta,
+                                 batch_size=batch_size)
+    else:
+        if (meta["pixel_size_nm"] is None) != (px is None) or (
+                px is not None and abs(meta["pixel_size_nm"] - px) > pixel_tolerance * px):
+            raise UserError(f"{model_dir}: the model was trained at {_px_text(meta['pixel_size_nm'])} but "
+                            f"{patch_dir} is at {_px_text(px)}: resample the data (target_pixel_size_nm) or use a "
+                            f"matching model")
+        if images.shape[-1] % (k := int(np.prod(meta["arch"]["pools"]))):
+            raise UserError(f"{patch_dir}: patches of {images.shape[-1]} px do not fit {meta['name']} (multiple of "
+                            f"{k})")
+        model, _ = bundle.load_bundle(model_dir, dev)
+        prob = predict_patches(model, images, batch_size, dev, tta)
     truth = masks.astype(bool)
-    row = {"dataset": dataset, "method": "unet", "arch": meta["name"], **table_columns(meta["arch"]),
-           "params": meta["params"], "rf_px": meta["rf_px"], "rf_nm": np.nan if px is None else meta["rf_px"] * px,
-           "pixel_size_nm": np.nan if px is None else px,
-           "seed": meta["seed"], "tta": tta, "n_test_patches": len(images),
-           **metrics.segmentation_scores(prob, truth)}
+    rf_px_size = meta["pixel_size_nm"] if published else px  # a published network sees the specimen at its own
+    row = {"dataset": dataset, "method": "published" if published else "unet",
+           "arch": meta.get("model_name", meta["name"]) if published else meta["name"],
+           **table_columns(meta["arch"]), "params": meta["params"], "rf_px": meta["rf_px"],
+           "rf_nm": np.nan if rf_px_size is None else meta["rf_px"] * rf_px_size,
+           "pixel_size_nm": np.nan if px is None else px, "seed": meta["seed"], "tta": tta,
+           "n_test_patches": len(images), **metrics.segmentation_scores(prob, truth)}
+    if published:
+        row["member"] = meta.get("member", "")
     particles = pd.DataFrame(metrics.particle_recovery(prob > 0.5, truth, px))
     particles.insert(0, "seed", meta["seed"])
-    particles.insert(0, "arch", meta["name"])
+    particles.insert(0, "arch", row["arch"])
     particles.insert(0, "dataset", dataset)
     artifacts.write_eval(out_dir, row, particles, prob, truth, px)
     return row

@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 
 from rfseg.blocks import bundle, io
-from rfseg.blocks.inference import compiled, sliding_window_probability
 from rfseg.blocks.particles import drop_labels, label_particles, particle_table
-from rfseg.blocks.preprocess import Recipe, apply_recipe
-from rfseg.blocks.runtime import pick_device, set_threads
+from rfseg.blocks.predictor import MISMATCH, Predictor
+from rfseg.blocks.runtime import set_threads
 from rfseg.errors import UserError
 
 
@@ -60,18 +59,6 @@ def _check_images(paths: list[Path]) -> None:
         stems[p.stem] = p
 
 
-def _load_ensemble(model_dirs, device, compile_models):
-    models = [bundle.load_bundle(d, device) for d in model_dirs]
-    metas = [m for _, m in models]
-    for d, m in zip(model_dirs[1:], metas[1:]):
-        if m["pixel_size_nm"] != metas[0]["pixel_size_nm"] or Recipe.from_dict(m.get("preprocess")) != \
-                Recipe.from_dict(metas[0].get("preprocess")):
-            raise UserError(f"{d}: trained on data of another pixel size or preprocessing than {model_dirs[0]}: "
-                            f"ensemble models of one dataset only")
-    nets = [compiled(m) if compile_models else m for m, _ in models]
-    return nets, metas
-
-
 def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = False, batch_size: int = 8,
             tile: int | None = None, overlap: float = 0.5, precision: str = "auto", compile: bool = False,
             on_pixel_mismatch: str = "resample", pixel_tolerance: float = 0.01, pixel_size_nm: float | None = None,
@@ -90,52 +77,21 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     pixel_size_nm : nm/px for micrographs without one
     progress : optional wrapper of the image iterator (a progress bar)
     """
-    if on_pixel_mismatch not in ("resample", "refuse"):
-        raise UserError(f"--on-pixel-mismatch must be resample or refuse, got {on_pixel_mismatch!r}")
-    if not model_dirs:
-        raise UserError("no model given: the first arguments must be model folders with model.pt and model.json")
+    if on_pixel_mismatch not in MISMATCH:
+        raise UserError(f"--on-pixel-mismatch must be one of {', '.join(MISMATCH)}, got {on_pixel_mismatch!r}")
     paths = expand_images(images)
     _check_images(paths)
     io.check_output_dir(out_dir, reads=[*paths, *model_dirs])
     set_threads(threads)
-    dev = pick_device(device)
-    models, metas = _load_ensemble(list(model_dirs), dev, compile)
-    px_model = metas[0]["pixel_size_nm"]
-    tile = metas[0]["patch_size_px"] if tile is None else tile
-    recipe = Recipe.from_dict(metas[0].get("preprocess"))
+    predictor = Predictor(model_dirs, device=device, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
+                          precision=precision, compile=compile)
     rows = []
     with io.atomic_dir(out_dir, reads=[*paths, *model_dirs]) as tmp:
         for path in progress(paths) if progress else paths:
             img = io.read_image(path, pixel_size_nm)
-            px_img, target = None, None
-            if px_model is not None:
-                if img.pixel_size_yx_nm is None:
-                    raise UserError(f"{path}: the file has no pixel size but the model was trained at {px_model:g} "
-                                    f"nm/px: give --pixel-size (config: predict.pixel_size_nm)")
-                py, px_x = img.pixel_size_yx_nm
-                px_img = float(np.sqrt(py * px_x))
-                if max(abs(py - px_model), abs(px_x - px_model)) > pixel_tolerance * px_model:
-                    if on_pixel_mismatch == "refuse":
-                        raise UserError(f"{path}: {px_img:g} nm/px but the model was trained at {px_model:g} "
-                                        f"nm/px: use --on-pixel-mismatch resample or a matching model")
-                    target = px_model
-            original_shape = img.data.shape
-            run_recipe = Recipe(**{**recipe.to_dict(), "target_pixel_size_nm": target})
-            try:
-                data, _, _ = apply_recipe(img.data, None, img.pixel_size_yx_nm if px_model else None, run_recipe)
-            except UserError as e:
-                raise UserError(f"{path}: {e}") from None
-            probs = np.stack([sliding_window_probability(m, data, tile, overlap, batch_size, dev, tta, precision)
-                              for m in models])
-            prob = probs.mean(0)
-            if target is not None and not np.isclose(*img.pixel_size_yx_nm, rtol=1e-3):
-                px_img = px_model  # non-square input pixels: results stay on the model's square grid
-            elif prob.shape != original_shape:  # back onto the micrograph's own grid
-                from skimage.transform import resize
-
-                prob = resize(prob, original_shape, order=1, preserve_range=True).astype(np.float32)
-                if len(probs) > 1:
-                    probs = np.stack([resize(p, original_shape, order=1, preserve_range=True) for p in probs])
+            prob, members, px_img = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=path,
+                                                         on_pixel_mismatch=on_pixel_mismatch,
+                                                         tolerance=pixel_tolerance)
             labels = label_particles(prob > 0.5)
             table = particle_table(labels, prob, px_img)
             drop = pd.Series(False, index=table.index)
@@ -149,13 +105,14 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
             stem = path.stem
             io.write_tiff(tmp / f"{stem}_prob.tif", prob, px_img)
             io.write_tiff(tmp / f"{stem}_mask.tif", mask.astype(np.uint8), px_img)
-            if len(models) > 1:
-                io.write_tiff(tmp / f"{stem}_uncertainty.tif", probs.std(0).astype(np.float32), px_img)
+            if len(predictor) > 1:
+                io.write_tiff(tmp / f"{stem}_uncertainty.tif", members.std(0), px_img)
             io.write_csv(table, tmp / f"{stem}_particles.csv")
             rows.append({"image": str(path), "pixel_size_nm": px_img, "particles": len(table),
                          **{f"{s}_diameter_{u}": getattr(table[f"equivalent_diameter_{u}"], s)() if len(table)
                             else np.nan for u in ("px", "nm") for s in ("mean", "median")},
-                         "coverage": float(mask.mean()), "models": len(models), "arch": metas[0]["name"]})
+                         "coverage": float(mask.mean()), "models": len(predictor),
+                         "arch": predictor.metas[0].get("model_name", predictor.metas[0]["name"])})
         summary = pd.DataFrame(rows)
         io.write_csv(summary, tmp / "summary.csv")
     return summary

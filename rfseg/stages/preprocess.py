@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rfseg.blocks import artifacts, io
@@ -46,7 +47,8 @@ def preprocess(out_dir, *, manifest=None, images: str | None = None, masks: str 
 
     Returns
     -------
-    The written manifest: image, mask, pixel_size_nm, group, source_image, rows, cols, particle_fraction.
+    The written manifest: image, mask, pixel_size_nm, group, source_image, source_mask, source_pixel_size_nm (the
+    pixel size the source was read at), rows, cols, particle_fraction.
     """
     recipe = Recipe(xray_threshold=xray_threshold, xray_passes=xray_passes, flat_field=flat_field,
                     flat_field_sigma_nm=flat_field_sigma_nm, target_pixel_size_nm=target_pixel_size_nm)
@@ -79,6 +81,8 @@ def preprocess(out_dir, *, manifest=None, images: str | None = None, masks: str 
             group = rec.get("group")
             rows.append({"image": image_name, "mask": mask_name, "pixel_size_nm": px,
                          "group": stem if io.is_missing(group) else str(group), "source_image": rec["image"],
+                         "source_mask": rec["mask"], "source_pixel_size_nm": img.pixel_size_nm if
+                         img.pixel_size_yx_nm is None or np.isclose(*img.pixel_size_yx_nm, rtol=1e-4) else None,
                          "rows": data.shape[0], "cols": data.shape[1], "particle_fraction": float(mask.mean())})
         df = pd.DataFrame(rows)
         if not (df["particle_fraction"] > 0).any():

@@ -10,11 +10,12 @@ KINDS = ("hrtem", "lowres")
 
 def simulate(kind: str, out_dir, *, n_images: int, seed: int, size: int = 512, pixel_size_nm: float | None = None,
              diameter_nm=None, dose_e_per_A2=None, carbon_thickness_nm=None, defocus_offset_nm: float = 0.0,
-             threads: int = 1, progress=None):
+             threads: int = 1, start: int = 0, progress=None):
     """Simulate ``n_images`` micrographs of ``kind`` ("hrtem" or "lowres") from ``seed`` into ``out_dir``.
 
     Lengths are in nm (diameters, support thickness, defocus offset), doses in e/Å²: a range (lo, hi) for HRTEM
-    (log-uniform per micrograph) or one value. ``progress`` optionally wraps the frame iterator (a progress bar).
+    (log-uniform per micrograph) or one value. ``start`` > 0 makes only micrographs ``start`` to ``n_images - 1`` of
+    the seeded dataset (each is the same as in the whole set). ``progress`` optionally wraps the frame iterator.
     Returns the manifest (one row per micrograph with its simulation parameters)."""
     if kind not in KINDS:
         raise UserError(f"simulate kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -39,5 +40,5 @@ def simulate(kind: str, out_dir, *, n_images: int, seed: int, size: int = 512, p
 
         if dose_e_per_A2:
             kwargs["dose_e_per_a2"] = dose_e_per_A2[0]
-    frames = simulate_dataset(n_images, seed, **kwargs)
-    return artifacts.write_simulated(out_dir, progress(frames, n_images) if progress else frames)
+    frames = simulate_dataset(n_images, seed, start=start, **kwargs)
+    return artifacts.write_simulated(out_dir, progress(frames, n_images - start) if progress else frames)

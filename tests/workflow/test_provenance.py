@@ -12,7 +12,7 @@ from support import job_counts, scratch_copy, snakemake
 ALL_RULES = {"architectures", "simulate", "simulate_for_predict", "preprocess", "patches", "train", "evaluate",
              "erf", "aggregate", "fourier", "fn_overlap", "fingerprint", "dataset_table", "figure_dice_vs_rf",
              "figure_sizes", "figure_dilation", "figure_edges", "figure_examples", "figure_false_negatives",
-             "figure_curves", "figure_erf", "predict", "all"}
+             "figure_curves", "figure_erf", "predict", "evaluate_published", "all"}
 FIGURES = {r for r in ALL_RULES if r.startswith("figure_")}
 AFTER_EVALUATE = {"aggregate", "fn_overlap", "figure_sizes", "figure_examples", "figure_edges",
                   "figure_false_negatives", "figure_dice_vs_rf", "figure_dilation", "predict", "all"}
@@ -24,11 +24,11 @@ EXPECTED = {
     "blocks/io.py": ALL_RULES,
     "blocks/preprocess.py": ALL_RULES - {"architectures", "simulate", "simulate_for_predict"},
     "blocks/patches.py": AFTER_PATCHES | {"patches"},
-    "blocks/models.py": {"architectures", "dataset_table", "train"} | AFTER_TRAIN | FIGURES,
+    "blocks/models.py": {"architectures", "dataset_table", "train", "evaluate_published"} | AFTER_TRAIN | FIGURES,
     "stages/train.py": {"train"} | AFTER_TRAIN,
     "stages/predict.py": {"predict", "all"},
-    "blocks/inference.py": {"evaluate"} | AFTER_EVALUATE,
-    "stages/evaluate.py": {"evaluate"} | AFTER_EVALUATE,
+    "blocks/inference.py": {"evaluate", "evaluate_published"} | AFTER_EVALUATE,
+    "stages/evaluate.py": {"evaluate", "evaluate_published"} | AFTER_EVALUATE,
     "blocks/fourier.py": {"fourier", "fn_overlap", "fingerprint", "aggregate", "figure_false_negatives",
                           "figure_dice_vs_rf", "figure_sizes", "figure_dilation", "predict", "all"},
     "figures/rf.py": FIGURES | {"all"},

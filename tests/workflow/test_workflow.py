@@ -45,6 +45,12 @@ def test_outputs_and_nothing_left_to_do(done_workflow):
         assert (wd / f).is_file(), f
     counts, out = _dry(wd)
     assert counts == {} and "Nothing to be done" in out
+    import pandas as pd
+
+    summary = pd.read_csv(wd / "results/summary.csv")
+    published = summary[summary["method"] == "published"]
+    assert list(published["arch"]) == ["au-2.2nm-423e"] and published["n_seeds"].item() == 1
+    assert 0 <= published["hard_dice_mean"].item() <= 1
 
 
 @pytest.mark.slow
@@ -83,7 +89,8 @@ def test_every_figure_is_drawn_and_in_the_report(done_workflow):
          {"train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1, "figure_examples": 1, "figure_edges": 1,
           **NEW_MODELS, **AFTER_METRICS}),
         ("patch", lambda c: c["datasets"]["tiny"]["patches"].update(min_particle_px=60),
-         {"patches": 1, "dataset_table": 1, "fingerprint": 1, "train": 3, "evaluate": 3, "erf": 3, "figure_erf": 1,
+         {"patches": 1, "dataset_table": 1, "fingerprint": 1, "train": 3, "evaluate": 3, "evaluate_published": 1,
+          "erf": 3, "figure_erf": 1,
           "figure_examples": 1, "figure_edges": 1, **AFTER_FOURIER, **NEW_MODELS, **AFTER_METRICS}),
     ],
 )

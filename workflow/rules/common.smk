@@ -54,6 +54,8 @@ wildcard_constraints:
     dataset="|".join(DATASETS) or "NONE",
     arch=r"n\d_p[248]+(_d\d+)?(_avg)?",
     seed=r"\d+",
+    name=r"[A-Za-z0-9_.-]+",
+    member=r"[A-Za-z0-9_.-]+",
 
 
 def model_files(ds, kind):

@@ -58,3 +58,40 @@ rule evaluate:
     shell:
         "rfseg evaluate --model {params.model:q} --patches {input.patches:q} --dataset {wildcards.dataset}"
         " {params.options} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule evaluate_published:
+    input:
+        model=lambda wc: bundle_files(
+            PLAN.published_bundle(wc.dataset, wc.name, wc.member)
+        )["weights"],
+        meta=lambda wc: bundle_files(
+            PLAN.published_bundle(wc.dataset, wc.name, wc.member)
+        )["meta"],
+        patches=L.patches(DS),
+        preprocessed=L.preprocessed(DS),
+        sources=lambda wc: PLAN.raw_inputs(wc.dataset),
+    output:
+        **{
+            k: str(v)
+            for k, v in eval_files(L.eval_published(DS, "{name}", "{member}")).items()
+        },
+    log:
+        L.log("evaluate_published", DS, "{name}_{member}"),
+    benchmark:
+        L.benchmark("evaluate_published", DS, "{name}_{member}")
+    conda:
+        "../envs/rfseg.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=config["compute"]["gpus_per_job"],
+    params:
+        options=PLAN.evaluate_flags(),
+        model=lambda wc, input: bundle_dir(input),
+        out=lambda wc, output: str(Path(output.metrics).parent),
+        code=CODE["evaluate"],
+    shell:
+        "rfseg evaluate --model {params.model:q} --patches {input.patches:q} --preprocessed {input.preprocessed:q}"
+        " --dataset {wildcards.dataset} {params.options} --threads {threads} --out {params.out:q} > {log:q} 2>&1"

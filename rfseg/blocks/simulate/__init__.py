@@ -11,12 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def seeded_frames(simulate_image, prefix: str, n_images: int, seed: int, default_pixel_size_nm: float, **kwargs):
-    """Yield (name, image, labels, pixel_size_nm, params) for ``n_images`` micrographs of ``simulate_image``.
+def seeded_frames(simulate_image, prefix: str, n_images: int, seed: int, default_pixel_size_nm: float, start: int = 0,
+                  **kwargs):
+    """Yield (name, image, labels, pixel_size_nm, params) for micrographs ``start`` to ``n_images - 1`` of
+    ``simulate_image``.
 
-    Each micrograph draws from its own stream spawned from ``seed``, so no micrograph can shift the next."""
+    Each micrograph draws from its own stream spawned from ``seed``, so no micrograph can shift the next, and
+    micrograph i is the same whether or not the ones before it are made."""
     px = kwargs.get("pixel_size_nm", default_pixel_size_nm)
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(n_images)):
+        if i < start:
+            continue
         image, labels, params = simulate_image(np.random.default_rng(child), **kwargs)
         yield f"{prefix}_{i:03d}", image, labels, px, params
 

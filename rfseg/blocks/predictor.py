@@ -1,0 +1,102 @@
+"""One predictor object over model bundles (as nnU-Net's): whole micrographs in, particle probability out.
+
+A micrograph gets the preprocessing its models were trained with (the recipe in the bundles), is resampled to the
+models' pixel size when it differs, is segmented by sliding-window inference with every model of the ensemble, and
+the probability is brought back onto the micrograph's own grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rfseg.blocks import bundle
+from rfseg.blocks.inference import compiled, sliding_window_probability
+from rfseg.blocks.preprocess import Recipe, apply_recipe
+from rfseg.blocks.runtime import pick_device
+from rfseg.errors import UserError
+
+MISMATCH = ("resample", "refuse")
+
+
+class Predictor:
+    """The ensemble of ``model_dirs`` (bundles of one pixel size and preprocessing) with its inference settings.
+
+    Parameters
+    ----------
+    tile : tile size in px; default the models' training patch size
+    overlap, batch_size, tta, precision : as :func:`rfseg.blocks.inference.sliding_window_probability`
+    compile : run the models through torch.compile with freezing
+    """
+
+    def __init__(self, model_dirs, *, device: str = "auto", tile: int | None = None, overlap: float = 0.5,
+                 batch_size: int = 8, tta: bool = False, precision: str = "auto", compile: bool = False):
+        model_dirs = list(model_dirs)
+        if not model_dirs:
+            raise UserError("no model given: give model folders with model.pt and model.json")
+        self.device = pick_device(device)
+        loaded = [bundle.load_bundle(d, self.device) for d in model_dirs]
+        self.metas = [m for _, m in loaded]
+        first = self.metas[0]
+        self.recipe = Recipe.from_dict(first.get("preprocess"))
+        self.pixel_size_nm = first["pixel_size_nm"]
+        for d, m in zip(model_dirs[1:], self.metas[1:]):
+            if m["pixel_size_nm"] != self.pixel_size_nm or Recipe.from_dict(m.get("preprocess")) != self.recipe:
+                raise UserError(f"{d}: trained on data of another pixel size or preprocessing than {model_dirs[0]}: "
+                                f"ensemble models of one dataset only")
+        self.models = [compiled(m) if compile else m for m, _ in loaded]
+        self.tile = first["patch_size_px"] if tile is None else tile
+        self.overlap, self.batch_size, self.tta, self.precision = overlap, batch_size, tta, precision
+
+    def __len__(self):
+        return len(self.models)
+
+    def target_pixel_size(self, pixel_size_yx_nm, where, on_pixel_mismatch="resample", tolerance=0.01):
+        """The pixel size to resample a micrograph to (None: none needed), or a UserError naming ``where``."""
+        px_model = self.pixel_size_nm
+        if px_model is None:
+            return None
+        if pixel_size_yx_nm is None:
+            raise UserError(f"{where}: the file has no pixel size but the model was trained at {px_model:g} nm/px: "
+                            f"give --pixel-size (config: predict.pixel_size_nm)")
+        py, px = pixel_size_yx_nm
+        if max(abs(py - px_model), abs(px - px_model)) <= tolerance * px_model:
+            return None
+        if on_pixel_mismatch == "refuse":
+            raise UserError(f"{where}: {np.sqrt(py * px):g} nm/px but the model was trained at {px_model:g} nm/px: "
+                            f"use --on-pixel-mismatch resample or a matching model")
+        return px_model
+
+    def micrograph(self, image: np.ndarray, pixel_size_yx_nm, *, where="image", on_pixel_mismatch="resample",
+                   tolerance: float = 0.01):
+        """Particle probability of one raw micrograph.
+
+        Parameters
+        ----------
+        image : (rows, cols) array, raw (the bundles' recipe is applied here)
+        pixel_size_yx_nm : (float, float) or None
+
+        Returns
+        -------
+        prob : (rows, cols) float32, the ensemble mean on the micrograph's grid (on the models' square grid when the
+            micrograph's pixels are not square)
+        members : (n_models, rows, cols) float32, each model's probability on the same grid
+        pixel_size_nm : float or None, of the returned grid
+        """
+        target = self.target_pixel_size(pixel_size_yx_nm, where, on_pixel_mismatch, tolerance)
+        recipe = Recipe(**{**self.recipe.to_dict(), "target_pixel_size_nm": target})
+        try:
+            data, _, px_data = apply_recipe(image, None, pixel_size_yx_nm if self.pixel_size_nm else None, recipe)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        members = np.stack([sliding_window_probability(m, data, self.tile, self.overlap, self.batch_size,
+                                                       self.device, self.tta, self.precision) for m in self.models])
+        px_out = None if pixel_size_yx_nm is None or self.pixel_size_nm is None else float(
+            np.sqrt(np.prod(pixel_size_yx_nm)))
+        if target is not None and not np.isclose(*pixel_size_yx_nm, rtol=1e-3):
+            px_out = px_data  # non-square input pixels: results stay on the models' square grid
+        elif members.shape[1:] != image.shape:  # back onto the micrograph's own grid
+            from skimage.transform import resize
+
+            members = np.stack([resize(p, image.shape, order=1, preserve_range=True) for p in members])
+        members = members.astype(np.float32)
+        return members.mean(0), members, px_out
