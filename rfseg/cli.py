@@ -415,8 +415,17 @@ def _add_predict(p):
          help="torch.compile the models with freezing: 10-15 s once, then faster tiles (many or large micrographs)")
     _opt(p, "--on-pixel-mismatch", predict, choices=["resample", "refuse"])
     _opt(p, "--pixel-size", predict, "pixel_size_nm", type=_positive_float, help="nm/px for images without one")
-    _opt(p, "--min-area-nm2", predict, type=float, help="drop particles smaller than this")
-    _opt(p, "--drop-border", predict, action="store_true", help="drop particles touching the image border")
+    _opt(p, "--min-area-px", predict, type=float,
+         help="drop components smaller than this many px² (default: a quarter of the 1st-percentile area of the "
+              "whole particles the network was trained on)")
+    _opt(p, "--min-area-nm2", predict, type=float, help="drop components smaller than this many nm²")
+    _opt(p, "--keep-all", predict, action="store_true", help="keep every component and fill no hole")
+    _opt(p, "--split-touching", predict, action="store_true",
+         help="split touching particles by a distance-transform watershed (off by default)")
+    _opt(p, "--split-min-distance-nm", predict, type=_positive_float,
+         help="with --split-touching: seeds at least this far apart (default: half the median training diameter)")
+    _opt(p, "--drop-border", predict, action="store_true",
+         help="drop particles touching the image border (always flagged in touches_border)")
     _opt(p, "--threads", predict, type=int)
     p.set_defaults(func=_run_predict)
 
@@ -437,7 +446,8 @@ def _run_predict(args):
         models = select_best(args.select_best, args.dataset, models)
     summary = predict(models, images, args.out, progress=lambda it: _progress(it, len(it), "predict"),
                       **_given(args, "device", "tta", "batch_size", "tile", "overlap", "precision", "compile",
-                               "on_pixel_mismatch", "pixel_size_nm", "min_area_nm2", "drop_border", "threads"))
+                               "on_pixel_mismatch", "pixel_size_nm", "min_area_px", "min_area_nm2", "keep_all",
+                               "split_touching", "split_min_distance_nm", "drop_border", "threads"))
     print(f"segmented {len(summary)} micrographs with {len(models)} model(s) of {summary['arch'].iloc[0]}: "
           f"{int(summary['particles'].sum())} particles -> {args.out}")
 

@@ -367,7 +367,10 @@ class Plan:
         p = self.predict_cfg
         return flags([
             ("--tta", p.get("tta", False)), ("--tile", p.get("tile")), ("--overlap", p.get("overlap")),
-            ("--compile", p.get("compile", False)), ("--min-area-nm2", p.get("min_area_nm2")),
+            ("--compile", p.get("compile", False)), ("--min-area-px", p.get("min_area_px")),
+            ("--min-area-nm2", p.get("min_area_nm2")), ("--keep-all", p.get("keep_all", False)),
+            ("--split-touching", p.get("split_touching", False)),
+            ("--split-min-distance-nm", p.get("split_min_distance_nm")),
             ("--drop-border", p.get("drop_border", False)), ("--on-pixel-mismatch", p.get("on_pixel_mismatch")),
             ("--pixel-size", p.get("pixel_size_nm")), ("--device", self.config["compute"]["device"]),
         ])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rfseg.blocks import artifacts
+from rfseg.blocks.particles import size_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -34,9 +35,10 @@ def make_patch_dir(root, n=(24, 8, 8), size=48, pixel_size_nm=0.1, seed=0):
             imgs.append((rng.normal(0, 0.5, (size, size)) + 1.5 * m).astype(np.float32))
             masks.append(m.astype(np.uint8))
         splits[split] = (np.stack(imgs), np.stack(masks))
+    sizes = {split: size_statistics(masks.astype(bool), pixel_size_nm) for split, (_, masks) in splits.items()}
     artifacts.write_patch_folder(root, splits, {"dataset": "toy", "patch_size_px": size,
                                                 "pixel_size_nm": pixel_size_nm, "min_particle_px": 0,
-                                                "n_images": sum(n)})
+                                                "n_images": sum(n), "particle_sizes": sizes})
     return Path(root)
 
 

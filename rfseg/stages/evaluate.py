@@ -15,6 +15,7 @@ import pandas as pd
 from rfseg.blocks import artifacts, bundle, io, metrics
 from rfseg.blocks.inference import predict_patches
 from rfseg.blocks.models import table_columns
+from rfseg.blocks.particles import label_particles, particle_filter
 from rfseg.blocks.predictor import Predictor
 from rfseg.blocks.runtime import pick_device, set_threads
 from rfseg.errors import UserError
@@ -90,7 +91,13 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, 
            "n_test_patches": len(images), **metrics.segmentation_scores(prob, truth)}
     if published:
         row["member"] = meta.get("member", "")
-    particles = pd.DataFrame(metrics.particle_recovery(prob > 0.5, truth, px))
+    # per-particle analysis on particles as predict reports them (holes filled, specks dropped by the same rule)
+    rule = particle_filter(meta, px)
+    labels = np.stack([rule.apply(p > 0.5)[0] for p in prob])
+    true_labels = [label_particles(t) for t in truth]
+    row.update({"n_particles_true": int(sum(t.max() for t in true_labels)),
+                "n_particles_pred": int(sum(p.max() for p in labels)), "particle_filter": rule.rule})
+    particles = pd.DataFrame(metrics.particle_recovery(labels > 0, truth, px))
     particles.insert(0, "seed", meta["seed"])
     particles.insert(0, "arch", row["arch"])
     particles.insert(0, "dataset", dataset)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from rfseg.blocks import artifacts, io, patches
+from rfseg.blocks.particles import size_statistics
 from rfseg.errors import UserError
 
 FRACTIONS = (0.7, 0.1, 0.2)
@@ -40,10 +41,11 @@ def make_patches(preprocessed_dir, out_dir, *, patch_size_px: int, min_particle_
     if len(px_sizes) > 1 and not np.allclose(px_sizes, px_sizes[0], rtol=1e-3):
         raise UserError(f"{label}: micrographs have different pixel sizes {sorted(px_sizes)}: set "
                         f"target_pixel_size_nm (--target-pixel-size) to resample them to one")
-    tiles, masks, records = [], [], []
+    tiles, masks, records, full_masks = [], [], [], {}
     for rec in manifest.to_dict("records"):
         img = io.read_image(rec["image"]).data
         mask = io.read_mask(rec["mask"], img.shape)
+        full_masks.setdefault(str(rec["group"]), []).append(mask)
         if min(img.shape) < patch_size_px:
             raise UserError(f"{rec['source_image']}: image of {img.shape[0]}x{img.shape[1]} px is smaller than the "
                             f"patch size {patch_size_px}: lower the patch size (--size; config: patches.size)")
@@ -70,8 +72,12 @@ def make_patches(preprocessed_dir, out_dir, *, patch_size_px: int, min_particle_
     for split in artifacts.SPLITS:
         sel = (index["split"] == split).to_numpy()
         split_arrays[split] = (tiles[sel], masks[sel])
+    px = None if np.isnan(px_sizes[0]) else float(px_sizes[0])
+    # particle sizes of each split from the whole micrographs (patch borders would cut particles into slivers)
+    sizes = {split: size_statistics([m for g, ms in full_masks.items() if assign.get(g) == split for m in ms], px)
+             for split in artifacts.SPLITS}
     summary = {"dataset": dataset, "patch_size_px": patch_size_px, "preprocess": recipe or None,
-               "pixel_size_nm": None if np.isnan(px_sizes[0]) else float(px_sizes[0]),
-               "min_particle_px": min_particle_px, "n_images": int(len(manifest))}
+               "pixel_size_nm": px, "min_particle_px": min_particle_px, "n_images": int(len(manifest)),
+               "particle_sizes": sizes}
     index = index[["split", "index_in_split", "source_image", "group", "row_px", "col_px", "particle_fraction"]]
     return artifacts.write_patch_folder(out_dir, split_arrays, summary, index, reads=[preprocessed_dir])

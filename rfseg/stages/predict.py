@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rfseg.blocks import bundle, io
-from rfseg.blocks.particles import drop_labels, label_particles, particle_table
+from rfseg.blocks.particles import drop_labels, particle_filter, particle_table
 from rfseg.blocks.predictor import MISMATCH, Predictor
 from rfseg.blocks.runtime import set_threads
 from rfseg.errors import UserError
@@ -62,7 +62,9 @@ def _check_images(paths: list[Path]) -> None:
 def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = False, batch_size: int = 8,
             tile: int | None = None, overlap: float = 0.5, precision: str = "auto", compile: bool = False,
             on_pixel_mismatch: str = "resample", pixel_tolerance: float = 0.01, pixel_size_nm: float | None = None,
-            min_area_nm2: float = 0.0, drop_border: bool = False, threads: int = 1, progress=None) -> pd.DataFrame:
+            min_area_px: float | None = None, min_area_nm2: float | None = None, keep_all: bool = False,
+            split_touching: bool = False, split_min_distance_nm: float | None = None, drop_border: bool = False,
+            threads: int = 1, progress=None) -> pd.DataFrame:
     """Segment every image with the ensemble of ``model_dirs``.
 
     Writes, per micrograph, ``<stem>_prob.tif`` (float32), ``<stem>_mask.tif`` (uint8), ``<stem>_uncertainty.tif``
@@ -75,6 +77,10 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     compile : run the models through torch.compile with freezing (10-15 s once, then faster tiles)
     on_pixel_mismatch : "resample" a micrograph at another pixel size to the models', or "refuse" it
     pixel_size_nm : nm/px for micrographs without one
+    min_area_px, min_area_nm2, keep_all, split_touching, split_min_distance_nm : the particle post-processing
+        (:func:`rfseg.blocks.particles.particle_filter`); by default specks far below the smallest particle the
+        network was trained on are dropped and holes filled
+    drop_border : drop particles touching the image border (they are always flagged in ``touches_border``)
     progress : optional wrapper of the image iterator (a progress bar)
     """
     if on_pixel_mismatch not in MISMATCH:
@@ -92,15 +98,16 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
             prob, members, px_img = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=path,
                                                          on_pixel_mismatch=on_pixel_mismatch,
                                                          tolerance=pixel_tolerance)
-            labels = label_particles(prob > 0.5)
+            rule = particle_filter(predictor.metas[0], px_img, min_area_px=min_area_px, min_area_nm2=min_area_nm2,
+                                   keep_all=keep_all, split=split_touching,
+                                   split_min_distance_nm=split_min_distance_nm)
+            labels, dropped = rule.apply(prob > 0.5)
             table = particle_table(labels, prob, px_img)
-            drop = pd.Series(False, index=table.index)
+            border = int(table["touches_border"].sum())
             if drop_border:
-                drop |= table["touches_border"]
-            if min_area_nm2 > 0:
-                area = table["area_nm2"] if px_img else table["area_px2"]
-                drop |= area < min_area_nm2
-            labels, table = drop_labels(labels, table, drop)
+                labels, table = drop_labels(labels, table, table["touches_border"])
+            for k, v in rule.columns().items():
+                table[k] = v
             mask = labels > 0
             stem = path.stem
             io.write_tiff(tmp / f"{stem}_prob.tif", prob, px_img)
@@ -109,10 +116,13 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
                 io.write_tiff(tmp / f"{stem}_uncertainty.tif", members.std(0), px_img)
             io.write_csv(table, tmp / f"{stem}_particles.csv")
             rows.append({"image": str(path), "pixel_size_nm": px_img, "particles": len(table),
+                         "touching_border": border, "dropped_small": dropped,
+                         "dropped_border": border if drop_border else 0, "min_area_px2": rule.min_area_px,
                          **{f"{s}_diameter_{u}": getattr(table[f"equivalent_diameter_{u}"], s)() if len(table)
                             else np.nan for u in ("px", "nm") for s in ("mean", "median")},
                          "coverage": float(mask.mean()), "models": len(predictor),
-                         "arch": predictor.metas[0].get("model_name", predictor.metas[0]["name"])})
+                         "arch": predictor.metas[0].get("model_name", predictor.metas[0]["name"]),
+                         "filter": rule.rule + ("; border particles dropped" if drop_border else "")})
         summary = pd.DataFrame(rows)
         io.write_csv(summary, tmp / "summary.csv")
     return summary

@@ -199,6 +199,7 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
         "training": asdict(cfg),
         "normalisation": "per-micrograph standardisation (mean 0, std 1) after the dataset's preprocessing",
         "preprocess": summary.get("preprocess"),
+        "training_particles": (summary.get("particle_sizes") or {}).get("train"),
         "weights": cfg.select, "best_epoch": best[1], "best_val_dice": best[0], "epochs_run": len(history),
         "final": history[-1] if history else None, "train_patches": len(x_train), "val_patches": len(x_val),
         "device": str(device), "autocast": str(dtype).replace("torch.", "") if dtype else "fp32",
