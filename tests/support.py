@@ -8,12 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from rfseg.blocks import artifacts
 from rfseg.blocks.particles import size_statistics
+from rfseg.stages.train import PAUSE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -58,6 +60,28 @@ def one_line_error(proc, needle: str) -> None:
     assert proc.returncode == 2, proc.stderr + proc.stdout
     assert needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def train_cmd(patches, out, epochs):
+    return [sys.executable, "-m", "rfseg.cli", "train", "--patches", str(patches), "--arch", "n2_p22", "--seed", "3",
+            "--epochs", str(epochs), "--batch-size", "8", "--lr", "0.003", "--augment", "random8",
+            "--threads", "1", "--out", str(out)]
+
+
+def start_paused(cmd, checkpoint, epoch, timeout=300):
+    """Start training (``cmd``) that stops after the checkpoint of ``epoch`` and waits (rfseg.stages.train.PAUSE_ENV),
+    so the test interrupts it at a known point instead of racing it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, PAUSE_ENV: str(epoch)})
+    flag = checkpoint.with_name(checkpoint.name + ".paused")
+    t0 = time.time()
+    while not flag.exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() - t0 < timeout, "training did not reach the pause"
+        time.sleep(0.1)
+    flag.unlink()
+    return proc
 
 
 # ------------------------------------------------------------------------------------------------------ workflow

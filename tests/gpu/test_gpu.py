@@ -13,8 +13,7 @@ from rfseg.blocks.bundle import load_bundle
 from rfseg.blocks.inference import compiled, sliding_window_probability
 from rfseg.blocks.models import ArchSpec
 from rfseg.stages.train import TrainConfig, train
-from support import make_patch_dir
-from test_train import _start_paused, _train_cmd
+from support import make_patch_dir, start_paused, train_cmd
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,9 +41,9 @@ def test_gpu_training_is_deterministic_and_resumes_exactly(tmp_path):
 
 def test_gpu_training_preempted_by_sigterm_resumes_bit_identically(tmp_path):
     patches = make_patch_dir(tmp_path / "p", n=(60, 4, 4), size=64)
-    cmd = lambda out: _train_cmd(patches, out, 5) + ["--device", "cuda"]  # noqa: E731
+    cmd = lambda out: train_cmd(patches, out, 5) + ["--device", "cuda"]  # noqa: E731
     subprocess.run(cmd(tmp_path / "ref"), check=True, capture_output=True)
-    proc = _start_paused(cmd(tmp_path / "cut"), tmp_path / "cut/checkpoint.pt", 2)
+    proc = start_paused(cmd(tmp_path / "cut"), tmp_path / "cut/checkpoint.pt", 2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, out

@@ -2,8 +2,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -15,8 +13,8 @@ from rfseg.blocks.bundle import load_bundle
 from rfseg.blocks.models import ArchSpec
 from rfseg.errors import UserError
 from rfseg.stages.evaluate import evaluate
-from rfseg.stages.train import PAUSE_ENV, TrainConfig, train
-from support import make_patch_dir
+from rfseg.stages.train import TrainConfig, train
+from support import make_patch_dir, start_paused, train_cmd
 
 FAST = dict(batch_size=8, lr=3e-3, augment="random8", precision="fp32")
 
@@ -53,33 +51,12 @@ def test_same_data_order_for_every_architecture(tmp_path, monkeypatch):
         assert torch.equal(xa, xb) and torch.equal(ka, kb) and torch.equal(xa, xc) and torch.equal(ka, kc)
 
 
-def _train_cmd(patches, out, epochs):
-    return [sys.executable, "-m", "rfseg.cli", "train", "--patches", str(patches), "--arch", "n2_p22", "--seed", "3",
-            "--epochs", str(epochs), "--batch-size", "8", "--lr", "0.003", "--augment", "random8",
-            "--threads", "1", "--out", str(out)]
-
-
-def _start_paused(cmd, checkpoint, epoch, timeout=300):
-    """Start training that stops after the checkpoint of ``epoch`` and waits (rfseg.stages.train.PAUSE_ENV), so the
-    test interrupts it at a known point instead of racing it."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, PAUSE_ENV: str(epoch)})
-    flag = checkpoint.with_name(checkpoint.name + ".paused")
-    t0 = time.time()
-    while not flag.exists():
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.time() - t0 < timeout, "training did not reach the pause"
-        time.sleep(0.1)
-    flag.unlink()
-    return proc
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_kill_and_resume_is_bit_identical(tmp_path, sig):
     patches = make_patch_dir(tmp_path / "p", n=(40, 4, 4), size=64)
     epochs = 6
-    subprocess.run(_train_cmd(patches, tmp_path / "ref", epochs), check=True, capture_output=True)
-    proc = _start_paused(_train_cmd(patches, tmp_path / "cut", epochs), tmp_path / "cut/checkpoint.pt", 2)
+    subprocess.run(train_cmd(patches, tmp_path / "ref", epochs), check=True, capture_output=True)
+    proc = start_paused(train_cmd(patches, tmp_path / "cut", epochs), tmp_path / "cut/checkpoint.pt", 2)
     assert torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["epoch"] == 2
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
@@ -88,7 +65,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, sig):
         assert proc.returncode == 143 and "checkpoint of the last finished epoch is kept" in out
     assert not (tmp_path / "cut/model.pt").exists()
     assert not list((tmp_path / "cut").glob(".*part*"))
-    done = subprocess.run(_train_cmd(patches, tmp_path / "cut", epochs), check=True, capture_output=True, text=True)
+    done = subprocess.run(train_cmd(patches, tmp_path / "cut", epochs), check=True, capture_output=True, text=True)
     assert "resumed from" in done.stdout and "after epoch 2" in done.stdout
     ref = torch.load(tmp_path / "ref/model.pt", weights_only=True)
     cut = torch.load(tmp_path / "cut/model.pt", weights_only=True)
@@ -131,12 +108,12 @@ def test_resume_with_best_weights_and_early_stopping(tmp_path, options):
     patches = make_patch_dir(tmp_path / "p", n=(16, 4, 4), size=48)
     cfg = TrainConfig(**{**dict(epochs=5, **FAST), **options})
     ref = train(patches, tmp_path / "ref", "n2_p22", 4, cfg)
-    cmd = _train_cmd(patches, tmp_path / "cut", cfg.epochs)
+    cmd = train_cmd(patches, tmp_path / "cut", cfg.epochs)
     cmd[cmd.index("--seed") + 1] = "4"
     cmd[cmd.index("--batch-size") + 1] = str(cfg.batch_size)
     cmd += ["--precision", "fp32"] + (["--select", "best"] if cfg.select == "best" else []) + (
         ["--early-stopping", "1"] if cfg.early_stopping_patience else [])
-    proc = _start_paused(cmd, tmp_path / "cut/checkpoint.pt", 2)
+    proc = start_paused(cmd, tmp_path / "cut/checkpoint.pt", 2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     cut = train(patches, tmp_path / "cut", "n2_p22", 4, cfg)
