@@ -121,11 +121,11 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
                         f"{size} px patches: choose smaller pools or larger patches")
     if size % spec.downsampling:
         raise UserError(f"patch size {size} px is not a multiple of {spec.downsampling} (product of the pools of "
-                        f"{spec.name}): change the patch size (config: patches.size)")
+                        f"{spec.name}): change the patch size (rfseg patches --size; config: patches.size)")
     arrays = (*_load_patches(patch_dir, "train"), *_load_patches(patch_dir, "val"))
     if len(arrays[0]) == 0 or len(arrays[2]) == 0:
         raise UserError(f"{patch_dir}: the train or val split has no patches: add micrographs or lower "
-                        f"patches.min_particle_px")
+                        f"the particle threshold (rfseg patches --min-particle-px; config: patches.min_particle_px)")
     if device.type == "cuda":
         configure_cuda(deterministic=True)
     memfmt = torch.channels_last if cfg.channels_last else torch.contiguous_format

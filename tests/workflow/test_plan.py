@@ -46,6 +46,10 @@ def _rename(cfg, new):
      "architectures[3]: pool size 3"),
     ("predict dataset", lambda c: c["predict"].update(dataset="nope"), "predict.dataset: 'nope' is not one"),
     ("predict arch", lambda c: c["predict"].update(arch="n2_p44"), "predict.arch: n2_p44 is not trained"),
+    ("masks match nothing", lambda c: c["datasets"].update(real={
+        "images": str(ROOT / "resources/real-tem-seg/images/*.tif"), "masks": "nowhere/{stem}_mask.tif",
+        "uncalibrated": True, "patches": {"size": 128, "min_particle_px": 10}, "architectures": ["n2_p22"]}),
+     "datasets.real.masks: nowhere/frame_000_mask.tif does not exist: fix the pattern"),
     ("missing images", lambda c: c["datasets"].update(real={
         "images": "nowhere/*.tif", "masks": "nowhere/{stem}.tif", "pixel_size_nm": 1.0,
         "patches": {"size": 128, "min_particle_px": 10}, "architectures": ["n2_p22"]}), "datasets.real.images"),

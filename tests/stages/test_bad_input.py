@@ -1,0 +1,139 @@
+"""Bad input the way a user makes it: one line naming the file or option and the fix, exit 2, no partial output."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from rfseg.blocks import io
+from support import make_patch_dir, one_line_error
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, toy_models):
+    return toy_models[0]
+
+
+def test_train_on_a_missing_or_preprocessed_folder(cli, tmp_path):
+    one_line_error(cli("train", "--patches", tmp_path / "nope", "--arch", "n2_p22", "--seed", 1, "--out",
+                       tmp_path / "m"), "patch folder not found")
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "manifest.csv").write_text("image,mask\n")
+    one_line_error(cli("train", "--patches", pre, "--arch", "n2_p22", "--seed", 1, "--out", tmp_path / "m"),
+                   "it is a preprocessed dataset: run 'rfseg patches' on it")
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda d: (d / "train_images.npy").unlink(), "train_images.npy: patch array not found"),
+    (lambda d: (d / "train_images.npy").write_bytes((d / "train_images.npy").read_bytes()[:300]),
+     "train_images.npy: cannot read the patch array"),
+    (lambda d: (d / "summary.json").write_text('{"dataset": '), "summary.json: the patch summary is not valid JSON"),
+], ids=["missing-npy", "truncated-npy", "truncated-summary"])
+def test_train_on_a_damaged_patch_folder(cli, tmp_path, damage, needle):
+    patches = make_patch_dir(tmp_path / "p", n=(4, 2, 2), size=48)
+    damage(patches)
+    one_line_error(cli("train", "--patches", patches, "--arch", "n2_p22", "--seed", 1, "--epochs", 1, "--out",
+                       tmp_path / "m"), needle)
+    assert not (tmp_path / "m" / "model.pt").exists()
+
+
+def test_predict_options_and_outputs(cli, tmp_path, trained):
+    image = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    io.write_tiff(tmp_path / "a.tif", image, 0.25)
+    (tmp_path / "taken").write_text("a file")
+    one_line_error(cli("predict", trained, tmp_path / "a.tif", "--out", tmp_path / "taken"),
+                   "the output folder is an existing file")
+    one_line_error(cli("predict", trained, tmp_path / "a.tif", "--batch-size", 0, "--out", tmp_path / "o"),
+                   "batch size (--batch-size) must be at least 1")
+    one_line_error(cli("predict", trained, tmp_path / "a.tif", "--tile", 0, "--out", tmp_path / "o"),
+                   "tile size 0 px (--tile)")
+    (tmp_path / "b").mkdir()
+    io.write_tiff(tmp_path / "b" / "a.tif", image, 0.25)
+    one_line_error(cli("predict", trained, tmp_path / "a.tif", tmp_path / "b/a.tif", "--out", tmp_path / "o"),
+                   "another input has the same name 'a'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_with_a_truncated_model_json(cli, tmp_path, trained):
+    import shutil
+
+    shutil.copytree(trained, tmp_path / "m")
+    text = (tmp_path / "m/model.json").read_text()
+    (tmp_path / "m/model.json").write_text(text[: len(text) // 2])
+    io.write_tiff(tmp_path / "a.tif", np.zeros((64, 64), np.float32), 0.25)
+    one_line_error(cli("predict", tmp_path / "m", tmp_path / "a.tif", "--out", tmp_path / "o"),
+                   "model.json: the model description is not valid JSON")
+
+
+def test_a_failing_micrograph_leaves_nothing_in_out(cli, tmp_path, trained):
+    io.write_tiff(tmp_path / "a.tif", np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32), 0.25)
+    io.write_tiff(tmp_path / "b.tif", np.ones((64, 64), np.float32), 0.25)  # constant: cannot be standardised
+    proc = cli("predict", trained, tmp_path / "a.tif", tmp_path / "b.tif", "--out", tmp_path / "o")
+    one_line_error(proc, "the image is constant")
+    assert not (tmp_path / "o").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
+    cli("predict", trained, tmp_path / "a.tif", "--out", tmp_path / "o", check_rc=0)
+    (tmp_path / "o/stale_uncertainty.tif").write_text("from an earlier run")
+    cli("predict", trained, tmp_path / "a.tif", "--out", tmp_path / "o", check_rc=0)
+    assert not (tmp_path / "o/stale_uncertainty.tif").exists()  # a rerun replaces the whole folder
+
+
+def test_predict_without_a_pixel_size_on_an_uncalibrated_model(cli, tmp_path):
+    from rfseg.stages.train import TrainConfig, train
+
+    patches = make_patch_dir(tmp_path / "p", n=(6, 2, 2), size=48, pixel_size_nm=None)
+    train(patches, tmp_path / "m", "n2_p22", 1, TrainConfig(epochs=1, batch_size=4, precision="fp32"))
+    tifffile.imwrite(tmp_path / "bare.tif", np.random.default_rng(1).normal(size=(96, 96)).astype(np.float32))
+    cli("predict", tmp_path / "m", tmp_path / "bare.tif", "--out", tmp_path / "o", check_rc=0)
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "o/summary.csv")
+    assert summary["pixel_size_nm"].isna().all() and summary["median_diameter_nm"].isna().all()
+    one_line_error(cli("predict", tmp_path / "m", tmp_path / "bare.tif", "--min-area-nm2", 2, "--out",
+                       tmp_path / "o2"), "use --min-area-px")
+
+
+def test_a_text_file_named_dm3_is_refused(tmp_path):
+    from rfseg.errors import UserError
+
+    (tmp_path / "x.dm3").write_text("this is not a micrograph")
+    with pytest.raises(UserError, match="x.dm3: cannot read the file") as e:
+        io.read_image(tmp_path / "x.dm3")
+    assert "\n" not in str(e.value)
+
+
+def test_a_tiff_truncated_mid_strip_is_refused(tmp_path):
+    from rfseg.errors import UserError
+
+    tifffile.imwrite(tmp_path / "whole.tif", np.random.default_rng(0).integers(0, 60000, (256, 256)).astype(np.uint16))
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])  # header intact, pixel data cut in half
+    with pytest.raises(UserError, match="cut.tif: cannot read the file") as e:
+        io.read_image(tmp_path / "cut.tif")
+    assert "\n" not in str(e.value)
+
+
+def test_a_partly_nan_image_is_refused(tmp_path):
+    from rfseg.errors import UserError
+
+    a = np.ones((16, 16), np.float32)
+    a[3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "n.tif", a)
+    with pytest.raises(UserError, match="NaN or infinite"):
+        io.read_image(tmp_path / "n.tif")
+
+
+def test_preprocess_inputs(cli, tmp_path):
+    one_line_error(cli("preprocess", "--images", f"{tmp_path}/none/*.tif", "--masks", "m/{stem}.tif", "--out",
+                       tmp_path / "o"), "matches no file")
+    io.write_tiff(tmp_path / "a.tif", np.random.default_rng(0).normal(10, 1, (32, 32)).astype(np.float32), 0.1)
+    io.write_tiff(tmp_path / "a_mask.tif", np.zeros((32, 32), np.uint8), 0.1)
+    one_line_error(cli("preprocess", "--images", f"{tmp_path}/a.tif", "--masks", f"{tmp_path}/{{stem}}_mask.tif",
+                       "--out", tmp_path / "o"), "every mask of the 1 micrographs is empty")
+    one_line_error(cli("preprocess", "--images", f"{tmp_path}/a.tif", "--masks", f"{tmp_path}/none/{{stem}}.tif",
+                       "--out", tmp_path / "o"), "none/a.tif")
+    one_line_error(cli("preprocess", "--images", f"{tmp_path}/a.tif", "--masks", f"{tmp_path}/all_mask.tif",
+                       "--out", tmp_path / "o"), "must contain {stem}")
+    one_line_error(cli("preprocess", "--images", f"{tmp_path}/a.tif", "--masks", f"{tmp_path}/{{stem}}_mask.tif",
+                       "--pixel-size", 0.001, "--target-pixel-size", 0.1, "--out", tmp_path / "o"),
+                   "beyond the 4x up / 32x down")
+    assert not (tmp_path / "o").exists()
