@@ -60,6 +60,7 @@ def _reference(spec_name, size, batch, steps, threads, device):
         opt.step()
         return loss.detach()
 
+    step.params = sum(p.numel() for p in model.parameters())
     return step
 
 
@@ -84,6 +85,7 @@ def _rfseg(spec_name, size, batch, steps, threads, device):
         j = (i * batch) % len(idx)
         return train_step(model, opt, amp, memfmt, xt, yt, idx[j:j + batch], ks[j:j + batch])
 
+    step.params = sum(p.numel() for p in model.parameters())
     return step
 
 
@@ -142,13 +144,14 @@ def _time_training(args):
     util = _GpuUtilisation() if device.type == "cuda" else contextlib.nullcontext()
     with util:
         t = time.perf_counter()
-        for i in range(steps):
-            loss = step(i)
-        float(loss)
+        losses = [step(i) for i in range(steps)]
+        float(losses[-1])
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t
-    return {"patches_per_s": steps * batch / dt, **_peak_memory(util if device.type == "cuda" else None)}
+    # what was timed: the trained network's size and the loss of the first and last timed step
+    return {"patches_per_s": steps * batch / dt, "params": step.params, "loss_first": float(losses[0]),
+            "loss_last": float(losses[-1]), **_peak_memory(util if device.type == "cuda" else None)}
 
 
 def _paper_run(args):

@@ -15,6 +15,10 @@ def test_au_annulus_matches_paper_geometry():
     assert 512 * 0.02152 / 0.2355 == pytest.approx(46.8, abs=0.05)
     assert 512 * 0.02152 / 0.2039 == pytest.approx(54.0, abs=0.05)
     assert 38 - 2 <= lo and hi <= 55 + 2  # inside the authors' hand-picked 38-55 px, widened by 2 px
+    assert (lo, hi) == pytest.approx((44.45, 56.74), abs=0.01)  # the README: 44.4-56.7 px
+    assert annulus_radii(LATTICE_SPACINGS_NM["Au"], 0.02152, 512, rel_tol=0) == pytest.approx((46.8, 54.0), abs=0.05)
+    wide = annulus_radii(LATTICE_SPACINGS_NM["Au"], 0.02152, 512, rel_tol=0.2)
+    assert wide == pytest.approx((46.79 * 0.8, 54.04 * 1.2), abs=0.05)
 
 
 def test_lowres_lattice_not_resolved():

@@ -48,6 +48,28 @@ def test_auto_precision_is_bf16_on_cpu_and_fp32_on_gpu():
     assert inference_precision("fp32", torch.device("cpu")) == "fp32"
 
 
+
+def test_auto_precision_really_runs_in_bf16_where_the_cpu_supports_it(toy_models):
+    from rfseg.blocks.runtime import autocast_dtype, autocast_factory, cpu_supports_bf16
+
+    cpu = torch.device("cpu")
+    dtype = autocast_dtype("auto", cpu)
+    assert dtype == (torch.bfloat16 if cpu_supports_bf16() else None)
+    assert autocast_dtype("fp32", cpu) is None
+    model, _ = load_bundle(toy_models[0])
+    x = torch.from_numpy(disks(64)[0])[None, None]
+    with torch.no_grad(), autocast_factory(cpu, dtype)():
+        out = model(x)
+    with torch.no_grad():
+        ref = model(x)
+    assert ref.dtype == torch.float32
+    if dtype is None:
+        assert torch.equal(out, ref)
+    else:  # the convolutions ran in bfloat16: same answer to bf16's precision, not bit for bit
+        assert out.dtype == torch.bfloat16 and not torch.equal(out.float(), ref)
+        assert torch.allclose(out.float(), ref, atol=0.1 * ref.abs().max().item())
+
+
 @pytest.mark.slow
 def test_compiled_model_predicts_like_the_plain_one(toy_models):
     model, _ = load_bundle(toy_models[0])

@@ -12,9 +12,11 @@ def test_throughput_benchmark_quick_mode_prints_json():
     out = json.loads(proc.stdout)
     assert len(out["training"]) == 2
     for row in out["training"]:
-        assert row["reference"]["patches_per_s"] > 0 and row["rfseg"]["patches_per_s"] > 0
-        assert row["speedup"] == row["rfseg"]["patches_per_s"] / row["reference"]["patches_per_s"]
-        assert row["rfseg"]["peak_rss_mb"] > 0
+        ref, fast = row["reference"], row["rfseg"]
+        assert ref["patches_per_s"] > 0 and fast["patches_per_s"] > 0 and fast["peak_rss_mb"] > 0
+        # both sides train the same network (Table 2's parameter count) on real batches with a finite loss
+        assert ref["params"] == fast["params"] == {"n2_p44": 8074, "n4_p2222": 130682}[row["arch"]]
+        assert all(0 < side[k] < float("inf") for side in (ref, fast) for k in ("loss_first", "loss_last"))
     assert {(r["overlap"], r["precision"]) for r in out["inference"]} == {(0.5, "fp32"), (0.5, "auto"),
                                                                           (0.25, "fp32"), (0.25, "auto")}
     assert all(r["megapixels_per_s"] > 0 for r in out["inference"])

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -57,3 +58,15 @@ def test_figure_with_missing_input_fails_clearly(cli, tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "f.png").exists()
     proc = cli("figure", "dice-vs-rf", "--dataset", "x", "--out", tmp_path / "f.png")
     assert proc.returncode == 2 and "needs --metrics" in proc.stderr
+
+
+def test_help_is_for_users_and_states_the_defaults(cli):
+    from rfseg.stages.train import TrainConfig
+
+    top = cli("--help", check_rc=0).stdout
+    assert "receptive field" in top and "Stage:" not in top and "UserError" not in top
+    train = " ".join(cli("train", "--help", check_rc=0).stdout.split())
+    defaults = TrainConfig()
+    for option, value in [("--epochs", defaults.epochs), ("--batch-size", defaults.batch_size),
+                          ("--lr", defaults.lr), ("--augment", defaults.augment)]:
+        assert re.search(rf"  ?{option} \S+ (?:(?! --).)*?\(default: {re.escape(str(value))}\)", train), option
