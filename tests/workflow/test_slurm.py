@@ -4,12 +4,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
+import torch
 import yaml
 
-from support import SHARED
-from support import SNAKEMAKE, env_for, scratch_copy
+from rfseg.stages.train import PAUSE_ENV
+from support import SHARED, SNAKEMAKE, env_for, scratch_copy
 
 CLUSTER = SHARED / "slurm" / "local-cluster"
 
@@ -28,25 +30,60 @@ def cluster():
     subprocess.run([str(CLUSTER), "stop"], capture_output=True, text=True, timeout=300)
 
 
-def test_workflow_runs_as_slurm_jobs_with_gpus_for_training(cluster, tmp_path):
+def _profile(wd):
+    """The shipped profile as a user fills it in for this cluster: partition and account; squeue for job status (this
+    cluster has no accounting, and the plugin's sacct check would wait forever); no rule asks for more than the
+    node's CPUs. Memory, runtime and retries stay as shipped."""
+    profile = yaml.safe_load((wd / "workflow/profiles/slurm/config.yaml").read_text())
+    profile["default-resources"].update(slurm_partition="main", slurm_account="test")
+    cpus = os.cpu_count()
+    profile["set-threads"] = {rule: min(n, cpus) for rule, n in profile["set-threads"].items()}
+    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
+                    "latency-wait": 5})
+    (wd / "testprofile").mkdir()
+    (wd / "testprofile/config.yaml").write_text(yaml.safe_dump(profile))
+    return profile
+
+
+def test_workflow_runs_as_slurm_jobs_and_a_cancelled_training_job_resumes(cluster, tmp_path):
+    """Through the shipped profile: every job is a SLURM job and only training and evaluation get a GPU; a training
+    job cancelled mid-run (scancel: SIGTERM, as before a preemption) is retried by Snakemake and resumes from its
+    checkpoint, ending with the weights of an uninterrupted run."""
     wd = scratch_copy(tmp_path / "wf")
     cfg = yaml.safe_load((wd / "config.yaml").read_text())
     cfg["datasets"]["tiny"]["architectures"] = ["n2_p22"]
+    cfg["training"]["epochs"] = 3
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    # The shipped profile, with this test cluster's partition and the status flags it needs (no accounting).
-    profile = yaml.safe_load((wd / "workflow/profiles/slurm/config.yaml").read_text())
-    profile["default-resources"].update(slurm_partition="main", slurm_account="test", mem_mb=500, runtime=10)
-    for rule in profile["set-resources"].values():
-        rule.update(mem_mb=500, runtime=10)
-    profile["set-threads"] = {k: 1 for k in profile["set-threads"]}
-    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
-                    "latency-wait": 5, "jobs": 2, "retries": 0})
-    (wd / "testprofile").mkdir()
-    (wd / "testprofile/config.yaml").write_text(yaml.safe_dump(profile))
-    proc = subprocess.run([str(SNAKEMAKE), "--profile", "testprofile"], cwd=wd, env=env_for(wd),
-                          capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    profile = _profile(wd)
+    assert profile["retries"] >= 1 and profile["rerun-incomplete"]
+
+    model = "results/tiny/models/n2_p22/seed1/model.pt"
+    ref = scratch_copy(tmp_path / "ref")
+    (ref / "config.yaml").write_text(yaml.safe_dump(cfg))
+    local = subprocess.run([str(SNAKEMAKE), model, "--cores", "2", "--set-threads",
+                            f"train={profile['set-threads']['train']}"], cwd=ref, env=env_for(ref),
+                           capture_output=True, text=True, timeout=900)
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    flag = wd / "results/tiny/checkpoints/n2_p22/seed1.pt.paused"
+    run = subprocess.Popen([str(SNAKEMAKE), "--profile", "testprofile"], cwd=wd,
+                           env={**env_for(wd), PAUSE_ENV: "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    t0 = time.time()
+    while not flag.exists():
+        assert run.poll() is None, run.communicate()[0][-4000:]
+        assert time.time() - t0 < 900, "training did not reach its pause"
+        time.sleep(0.5)
+    train_log = wd / "results/logs/train/tiny/n2_p22_seed1.log"
+    job = re.search(r"slurm_job=(\d+)", train_log.read_text())[1]
+    subprocess.run(["scancel", job], check=True, timeout=60)
+    out, _ = run.communicate(timeout=1500)
+    assert run.returncode == 0, out[-4000:]
     assert (wd / "results/summary.csv").is_file()
+    retried = train_log.read_text()
+    assert re.search(r"slurm_job=(\d+)", retried)[1] != job and "resumed from" in retried, retried[-2000:]
+    a, b = (torch.load(d / model, weights_only=True) for d in (ref, wd))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     logs = sorted((wd / "results/logs").rglob("*.log"))
     assert len(logs) >= 8

@@ -72,6 +72,11 @@ def test_every_figure_is_drawn_and_in_the_report(done_workflow):
     for name in names:
         assert f"{name}.png" in html
     assert "Dice vs receptive field" in html
+    for table in ("datasets.csv", "fingerprint.csv"):  # the tables, with their captions
+        assert table in html, table
+    for caption in ("datasets", "fingerprint", "dice_vs_rf", "training_curves"):
+        first_words = " ".join((wd / f"workflow/report/{caption}.rst").read_text().split()[:4])
+        assert first_words in html, (caption, first_words)
 
 
 @pytest.mark.slow
@@ -203,5 +208,77 @@ def test_reduced_series_runs_end_to_end(tmp_path):
     (wd / "config.yaml").write_text(cfg.read_text())
     proc = snakemake(wd)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (wd / "results/series/figures/series.png").is_file()
-    assert len(list((wd / "results/series").glob("*/fingerprint.csv"))) == 2
+    import pandas as pd
+    from PIL import Image
+
+    with Image.open(wd / "results/series/figures/series.png") as im:
+        assert len(np.unique(np.asarray(im.convert("L")))) > 20, "the series figure looks empty"
+    summary = pd.read_csv(wd / "results/series/summary.csv")
+    trained = summary[summary["method"] == "unet"] if "method" in summary else summary
+    sets = list(yaml.safe_load(cfg.read_text())["datasets"])
+    assert sorted(trained.groupby(["dataset", "arch"]).size().index) == [(d, a) for d in sorted(sets)
+                                                                         for a in ("n2_p22", "n2_p24")]
+    assert trained["hard_dice_mean"].between(0, 1).all()
+    for ds in sets:  # simulated 1.5-2.5 nm particles at 0.0196 nm/px, measured back from the masks
+        fp = pd.read_csv(wd / f"results/series/{ds}/fingerprint.csv").iloc[0]
+        assert fp["pixel_size_nm"] == pytest.approx(0.0196) and fp["particles"] > 0
+        assert 1.2 < fp["diameter_median_nm"] < 3.0 and np.isfinite(fp["abs_amplitude_contrast"])
+
+
+def _kill_everything_in(wd):
+    """kill -9 every process working in ``wd`` (Snakemake and its jobs), as a crash or a closed terminal would."""
+    import os
+    import signal
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if Path(os.readlink(proc / "cwd")) == wd:
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.mark.slow
+def test_a_workflow_killed_mid_training_resumes_after_unlock(tmp_path):
+    """kill -9 of the whole run while a model trains; the next run stops on Snakemake's lock (README: run
+    `snakemake --unlock`), then reruns the incomplete training job, which resumes from its checkpoint and ends with
+    the weights of an uninterrupted run (in bf16 on a CPU that has it)."""
+    import subprocess
+    import time
+
+    import torch
+
+    from rfseg.stages.train import PAUSE_ENV
+    from support import SNAKEMAKE, env_for
+
+    def tiny(c):  # precision auto: bfloat16 autocast where the CPU has it, so the workflow also runs bf16
+        c["datasets"]["tiny"]["architectures"] = ["n2_p22"]
+        c["training"].update(epochs=3, precision="auto")
+
+    model = "results/tiny/models/n2_p22/seed1/model.pt"
+    ref = scratch_copy(tmp_path / "ref")
+    (ref / "config.yaml").write_text(_variant(ref, "k", tiny).read_text())
+    assert snakemake(ref, model).returncode == 0
+    wd = scratch_copy(tmp_path / "cut")
+    (wd / "config.yaml").write_text(_variant(wd, "k", tiny).read_text())
+    flag = wd / "results/tiny/checkpoints/n2_p22/seed1.pt.paused"
+    run = subprocess.Popen([str(SNAKEMAKE), "--cores", "2", model], cwd=wd, env={**env_for(wd), PAUSE_ENV: "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    while not flag.exists():
+        assert run.poll() is None, "the workflow ended before training paused"
+        assert time.time() - t0 < 600, "training did not reach its pause"
+        time.sleep(0.2)
+    _kill_everything_in(wd.resolve())
+    run.wait(timeout=60)
+    assert not (wd / model).exists()
+    locked = snakemake(wd, model)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    assert snakemake(wd, "--unlock").returncode == 0
+    done = snakemake(wd, model, "--rerun-incomplete")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in (wd / "results/logs/train/tiny/n2_p22_seed1.log").read_text()
+    a, b = (torch.load(d / model, weights_only=True) for d in (ref, wd))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
