@@ -74,14 +74,28 @@ def start_paused(cmd, checkpoint, epoch, timeout=300):
     so the test interrupts it at a known point instead of racing it."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, PAUSE_ENV: str(epoch)})
+    wait_for_pause(proc, checkpoint, timeout)
+    checkpoint.with_name(checkpoint.name + ".paused").unlink()
+    return proc
+
+
+def wait_for_pause(proc, checkpoint, timeout=300):
+    """Wait until training started with PAUSE_ENV (by ``proc``, directly or through a workflow) has written the
+    checkpoint ``checkpoint`` of its pause epoch and waits; fails if ``proc`` ends first (with its output, if piped)."""
     flag = checkpoint.with_name(checkpoint.name + ".paused")
     t0 = time.time()
     while not flag.exists():
-        assert proc.poll() is None, proc.communicate()[0]
+        assert proc.poll() is None, proc.communicate()[0] if proc.stdout else "ended before training paused"
         assert time.time() - t0 < timeout, "training did not reach the pause"
-        time.sleep(0.1)
-    flag.unlink()
-    return proc
+        time.sleep(0.2)
+
+
+def same_weights(a, b) -> bool:
+    """Whether two ``model.pt`` files hold the same tensors, bit for bit."""
+    import torch
+
+    wa, wb = (torch.load(p, weights_only=True) for p in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 # ------------------------------------------------------------------------------------------------------ workflow

@@ -61,7 +61,8 @@ class Micrograph:
         py, px = self.pixel_size_yx_nm
         if not np.isclose(py, px, rtol=1e-4):
             raise UserError(
-                f"{self.path}: pixels are not square ({py:g} x {px:g} nm): resample them (rfseg preprocess --target-pixel-size; config: preprocess.target_pixel_size_nm)"
+                f"{self.path}: pixels are not square ({py:g} x {px:g} nm): resample them (rfseg preprocess "
+                f"--target-pixel-size; config: preprocess.target_pixel_size_nm)"
             )
         return float(px)
 

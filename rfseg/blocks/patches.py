@@ -52,9 +52,11 @@ def kfold_groups(groups: list[str], folds: int, fold: int) -> dict[str, str]:
     """Cross-validation over micrographs: groups go round-robin into ``folds`` folds; fold ``fold`` is the test set,
     fold ``fold + 1`` (mod folds) the validation set, the rest is training."""
     if not 3 <= folds <= len(groups):
-        raise UserError(f"folds (--folds; config: split.folds) must be between 3 and the number of micrographs ({len(groups)}), got {folds}")
+        raise UserError(f"folds (--folds; config: split.folds) must be between 3 and the number of micrographs "
+                        f"({len(groups)}), got {folds}")
     if not 0 <= fold < folds:
-        raise UserError(f"fold must be between 0 and {folds - 1} (--fold < --folds; config: split.fold < split.folds), got {fold}")
+        raise UserError(f"fold must be between 0 and {folds - 1} (--fold < --folds; config: split.fold < "
+                        f"split.folds), got {fold}")
     out = {}
     for i, g in enumerate(groups):
         k = i % folds

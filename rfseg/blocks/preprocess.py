@@ -174,7 +174,8 @@ def resample(image: np.ndarray, pixel_size_yx_nm: tuple[float, float], target_nm
     if factor > MAX_UPSAMPLING or 1 / factor > MAX_DOWNSAMPLING:
         raise UserError(f"resampling from {px:g} to {target_nm:g} nm/px is a factor {factor:.3g}, beyond the "
                         f"{MAX_UPSAMPLING:g}x up / {MAX_DOWNSAMPLING:g}x down that rfseg accepts: check the pixel "
-                        f"size (--pixel-size; config: pixel_size_nm) and the target (--target-pixel-size; config: preprocess.target_pixel_size_nm)")
+                        f"size (--pixel-size; config: pixel_size_nm) and the target (--target-pixel-size; config: "
+                        f"preprocess.target_pixel_size_nm)")
     shape = (max(1, round(image.shape[0] * py / target_nm)), max(1, round(image.shape[1] * px / target_nm)))
     if shape == image.shape:
         return image
@@ -221,7 +222,7 @@ def apply_recipe(image: np.ndarray, mask: np.ndarray | None, pixel_size_yx_nm: t
         size = float(recipe.target_pixel_size_nm)
     else:
         if not np.isclose(py, px, rtol=1e-4):
-            raise UserError(f"pixels are not square ({py:g} x {px:g} nm): resample them (--target-pixel-size; config: "
-                        f"preprocess.target_pixel_size_nm)")
+            raise UserError(f"pixels are not square ({py:g} x {px:g} nm): resample them (--target-pixel-size; "
+                            f"config: preprocess.target_pixel_size_nm)")
         size = float(px)
     return standardise(image), mask, size

@@ -74,7 +74,8 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, 
         if (meta["pixel_size_nm"] is None) != (px is None) or (
                 px is not None and abs(meta["pixel_size_nm"] - px) > pixel_tolerance * px):
             raise UserError(f"{model_dir}: the model was trained at {_px_text(meta['pixel_size_nm'])} but "
-                            f"{patch_dir} is at {_px_text(px)}: resample the data (rfseg preprocess --target-pixel-size; config: preprocess.target_pixel_size_nm) or use a "
+                            f"{patch_dir} is at {_px_text(px)}: resample the data (rfseg preprocess "
+                            f"--target-pixel-size; config: preprocess.target_pixel_size_nm) or use a "
                             f"matching model")
         if images.shape[-1] % (k := int(np.prod(meta["arch"]["pools"]))):
             raise UserError(f"{patch_dir}: patches of {images.shape[-1]} px do not fit {meta['name']} (multiple of "

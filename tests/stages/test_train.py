@@ -14,7 +14,7 @@ from rfseg.blocks.models import ArchSpec
 from rfseg.errors import UserError
 from rfseg.stages.evaluate import evaluate
 from rfseg.stages.train import TrainConfig, train
-from support import make_patch_dir, start_paused, train_cmd
+from support import make_patch_dir, same_weights, start_paused, train_cmd
 
 FAST = dict(batch_size=8, lr=3e-3, augment="random8", precision="fp32")
 
@@ -67,9 +67,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, sig):
     assert not list((tmp_path / "cut").glob(".*part*"))
     done = subprocess.run(train_cmd(patches, tmp_path / "cut", epochs), check=True, capture_output=True, text=True)
     assert "resumed from" in done.stdout and "after epoch 2" in done.stdout
-    ref = torch.load(tmp_path / "ref/model.pt", weights_only=True)
-    cut = torch.load(tmp_path / "cut/model.pt", weights_only=True)
-    assert ref.keys() == cut.keys() and all(torch.equal(ref[k], cut[k]) for k in ref)
+    assert same_weights(tmp_path / "ref/model.pt", tmp_path / "cut/model.pt")
     assert pd.read_csv(tmp_path / "ref/history.csv").drop(columns="seconds").equals(
         pd.read_csv(tmp_path / "cut/history.csv").drop(columns="seconds"))
 

@@ -4,14 +4,12 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
-import torch
 import yaml
 
 from rfseg.stages.train import PAUSE_ENV
-from support import SHARED, SNAKEMAKE, env_for, scratch_copy
+from support import SHARED, SNAKEMAKE, env_for, same_weights, scratch_copy, wait_for_pause
 
 CLUSTER = SHARED / "slurm" / "local-cluster"
 
@@ -65,15 +63,10 @@ def test_workflow_runs_as_slurm_jobs_and_a_cancelled_training_job_resumes(cluste
                            capture_output=True, text=True, timeout=900)
     assert local.returncode == 0, local.stderr[-3000:]
 
-    flag = wd / "results/tiny/checkpoints/n2_p22/seed1.pt.paused"
     run = subprocess.Popen([str(SNAKEMAKE), "--profile", "testprofile"], cwd=wd,
                            env={**env_for(wd), PAUSE_ENV: "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
-    t0 = time.time()
-    while not flag.exists():
-        assert run.poll() is None, run.communicate()[0][-4000:]
-        assert time.time() - t0 < 900, "training did not reach its pause"
-        time.sleep(0.5)
+    wait_for_pause(run, wd / "results/tiny/checkpoints/n2_p22/seed1.pt", timeout=900)
     train_log = wd / "results/logs/train/tiny/n2_p22_seed1.log"
     job = re.search(r"slurm_job=(\d+)", train_log.read_text())[1]
     subprocess.run(["scancel", job], check=True, timeout=60)
@@ -82,8 +75,7 @@ def test_workflow_runs_as_slurm_jobs_and_a_cancelled_training_job_resumes(cluste
     assert (wd / "results/summary.csv").is_file()
     retried = train_log.read_text()
     assert re.search(r"slurm_job=(\d+)", retried)[1] != job and "resumed from" in retried, retried[-2000:]
-    a, b = (torch.load(d / model, weights_only=True) for d in (ref, wd))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(ref / model, wd / model)
 
     logs = sorted((wd / "results/logs").rglob("*.log"))
     assert len(logs) >= 8

@@ -246,12 +246,9 @@ def test_a_workflow_killed_mid_training_resumes_after_unlock(tmp_path):
     `snakemake --unlock`), then reruns the incomplete training job, which resumes from its checkpoint and ends with
     the weights of an uninterrupted run (in bf16 on a CPU that has it)."""
     import subprocess
-    import time
-
-    import torch
 
     from rfseg.stages.train import PAUSE_ENV
-    from support import SNAKEMAKE, env_for
+    from support import SNAKEMAKE, env_for, same_weights, wait_for_pause
 
     def tiny(c):  # precision auto: bfloat16 autocast where the CPU has it, so the workflow also runs bf16
         c["datasets"]["tiny"]["architectures"] = ["n2_p22"]
@@ -263,14 +260,9 @@ def test_a_workflow_killed_mid_training_resumes_after_unlock(tmp_path):
     assert snakemake(ref, model).returncode == 0
     wd = scratch_copy(tmp_path / "cut")
     (wd / "config.yaml").write_text(_variant(wd, "k", tiny).read_text())
-    flag = wd / "results/tiny/checkpoints/n2_p22/seed1.pt.paused"
     run = subprocess.Popen([str(SNAKEMAKE), "--cores", "2", model], cwd=wd, env={**env_for(wd), PAUSE_ENV: "1"},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    t0 = time.time()
-    while not flag.exists():
-        assert run.poll() is None, "the workflow ended before training paused"
-        assert time.time() - t0 < 600, "training did not reach its pause"
-        time.sleep(0.2)
+    wait_for_pause(run, wd / "results/tiny/checkpoints/n2_p22/seed1.pt", timeout=600)
     _kill_everything_in(wd.resolve())
     run.wait(timeout=60)
     assert not (wd / model).exists()
@@ -280,5 +272,4 @@ def test_a_workflow_killed_mid_training_resumes_after_unlock(tmp_path):
     done = snakemake(wd, model, "--rerun-incomplete")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in (wd / "results/logs/train/tiny/n2_p22_seed1.log").read_text()
-    a, b = (torch.load(d / model, weights_only=True) for d in (ref, wd))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(ref / model, wd / model)
