@@ -64,8 +64,8 @@ def test_workflow_runs_as_slurm_jobs_and_a_cancelled_training_job_resumes(cluste
     assert local.returncode == 0, local.stderr[-3000:]
 
     run = subprocess.Popen([str(SNAKEMAKE), "--profile", "testprofile"], cwd=wd,
-                           env={**env_for(wd), PAUSE_ENV: "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
+                           env={**env_for(wd, slurm=True), PAUSE_ENV: "1"}, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
     wait_for_pause(run, wd / "results/tiny/checkpoints/n2_p22/seed1.pt", timeout=900)
     train_log = wd / "results/logs/train/tiny/n2_p22_seed1.log"
     job = re.search(r"slurm_job=(\d+)", train_log.read_text())[1]
@@ -84,6 +84,6 @@ def test_workflow_runs_as_slurm_jobs_and_a_cancelled_training_job_resumes(cluste
         assert m and m[1].isdigit(), f"{log} did not run as a SLURM job"
         gpu_rule = log.parent.name in ("train", "evaluate") or log.parent.parent.name in ("train", "evaluate")
         assert (m[2] != "-") == gpu_rule, f"{log}: GPU {m[2]} but GPU expected: {gpu_rule}"
-    again = subprocess.run([str(SNAKEMAKE), "--profile", "testprofile", "-n"], cwd=wd, env=env_for(wd),
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run([str(SNAKEMAKE), "--profile", "testprofile", "-n"], cwd=wd,
+                           env=env_for(wd, slurm=True), capture_output=True, text=True, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -152,9 +152,9 @@ def test_lint_and_format_clean():
     import sys
     from pathlib import Path
 
-    from support import ROOT, SNAKEMAKE
+    from support import ROOT, SNAKEMAKE, env_for
 
-    lint = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=ROOT, capture_output=True, text=True)
+    lint = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=ROOT, env=env_for(ROOT), capture_output=True, text=True)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-2000:]
     snakefmt = Path(sys.executable).with_name("snakefmt")
     fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=ROOT, capture_output=True,
