@@ -212,7 +212,7 @@ def _run_patches(args):
 def _add_train(p):
     from rfseg.blocks.augment import AUGMENTS
     from rfseg.blocks.runtime import DEVICES, PRECISIONS
-    from rfseg.stages.train import TrainConfig, train
+    from rfseg.stages.train import HEAD_BIASES, TrainConfig, train
 
     p.add_argument("--patches", required=True, help="folder written by 'rfseg patches'")
     p.add_argument("--arch", required=True, help="canonical architecture name, e.g. n2_p44")
@@ -229,6 +229,10 @@ def _add_train(p):
     _opt(p, "--early-stopping", TrainConfig, "early_stopping_patience", type=int,
          help="stop after this many epochs without val-dice gain (off by default, as in the paper)")
     _opt(p, "--select", TrainConfig, choices=["last", "best"], help="weights saved as model.pt")
+    _opt(p, "--head-bias", TrainConfig, choices=HEAD_BIASES,
+         help="initial bias of the output layer: prior = log of the training masks' class fractions; zero = the paper")
+    _opt(p, "--head-bias-lr-scale", TrainConfig, type=_positive_float,
+         help="learning rate of the output layer's bias relative to --lr (1 = the paper)")
     _opt(p, "--checkpoint", train, help="per-epoch checkpoint for exact resume (default: OUT/checkpoint.pt)")
     _opt(p, "--threads", train, type=int, help="CPU threads")
     _opt(p, "--dataset", train, help="dataset name, recorded in model.json")
@@ -240,7 +244,7 @@ def _run_train(args):
     from rfseg.stages.train import TrainConfig, train
 
     cfg = TrainConfig(**_given(args, "epochs", "batch_size", "lr", "augment", "precision", "channels_last",
-                               "device", "early_stopping_patience", "select"))
+                               "device", "early_stopping_patience", "select", "head_bias", "head_bias_lr_scale"))
     print(f"training {args.arch} seed {args.seed} on {args.patches}", flush=True)
     meta = train(args.patches, args.out, args.arch, args.seed, cfg, **_given(args, "checkpoint", "threads",
                                                                             "dataset"))

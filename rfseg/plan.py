@@ -323,6 +323,7 @@ class Plan:
             ("--augment", t["augment"]), ("--precision", t["precision"]),
             ("--no-channels-last", not t["channels_last"]), ("--device", self.config["compute"]["device"]),
             ("--early-stopping", t.get("early_stopping_patience")), ("--select", t["select"]),
+            ("--head-bias", t.get("head_bias")), ("--head-bias-lr-scale", t.get("head_bias_lr_scale")),
         ])
 
     def evaluate_flags(self) -> str:

@@ -295,6 +295,20 @@ def init_weights(model: nn.Module, seed: int) -> None:
             nn.init.zeros_(m.bias)
 
 
+def set_head_prior(model: ResidualUNet, class_fractions) -> None:
+    """Set the biases of the 1x1 head to the log of the class fractions (each clipped to [1e-4, 1 - 1e-4]).
+
+    A pixel whose head inputs are all zero (every feature of the last ReLU off, as background often is) is then
+    predicted with the training set's class frequencies instead of 50/50; with zero biases its probability can only
+    move as fast as the optimiser moves the biases. ``class_fractions``: one share per class, summing to 1.
+    """
+    p = torch.as_tensor(class_fractions, dtype=torch.float64).clamp(1e-4, 1 - 1e-4)
+    if p.shape != model.head.bias.shape:
+        raise ValueError(f"{len(p)} class fractions for a head of {model.head.bias.numel()} classes")
+    with torch.no_grad():
+        model.head.bias.copy_((p.log() - p.log().mean()).to(model.head.bias.dtype))
+
+
 def build_model(spec: ArchSpec, seed: int | None = None) -> ResidualUNet:
     model = ResidualUNet(spec)
     if seed is not None:

@@ -6,7 +6,7 @@ from torch import nn
 
 from rfseg.errors import UserError
 from rfseg.blocks.models import (ArchSpec, BatchNorm2d, ResidualUNet, build_model, count_params, describe, receptive_field,
-                          sweep)
+                          set_head_prior, sweep)
 
 # Table 2 and the RF table of the paper (FACTS.md).
 PAPER_PARAMS = {2: 8074, 3: 32730, 4: 130682}
@@ -129,6 +129,18 @@ def test_same_seed_same_init_across_pools_and_different_across_seeds():
     c = build_model(ArchSpec(2, (2, 2)), seed=140).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["encoders.0.conv1.weight"], c["encoders.0.conv1.weight"])
+
+
+def test_head_prior_predicts_the_class_shares_where_the_features_are_zero():
+    model = build_model(ArchSpec(2, (2, 2)), seed=752)
+    set_head_prior(model, [0.8, 0.2])
+    zero_features = torch.zeros(1, model.head.in_channels, 4, 4)
+    p = model.head(zero_features).softmax(1)[0, :, 0, 0]
+    assert torch.allclose(p, torch.tensor([0.8, 0.2]), atol=1e-6)
+    set_head_prior(model, [1.0, 0.0])  # clipped, so the logits stay finite
+    assert torch.isfinite(model.head.bias).all() and model.head(zero_features).softmax(1)[0, 1, 0, 0] < 1e-3
+    with pytest.raises(ValueError, match="3 class fractions"):
+        set_head_prior(model, [0.5, 0.3, 0.2])
 
 
 def test_sweep_sorted_and_bounded():
