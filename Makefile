@@ -32,11 +32,15 @@ pretrained: $(STAMP)
 readme-figure: run
 	mkdir -p docs && cp results/figures/hrtem/dice_vs_rf.png docs/demo_dice_vs_rf_hrtem.png
 
+# Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another).
+TEST_WORKERS ?= auto
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf results .snakemake

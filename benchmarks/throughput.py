@@ -36,16 +36,19 @@ def _data(n, size, seed=0):
     return x, y
 
 
+def dihedral_stack(a: np.ndarray) -> np.ndarray:
+    """The 8 dihedral forms of patches (n, H, W) materialised as the paper's code did: (8 n, H, W), form k in rows
+    k n to (k + 1) n."""
+    return np.concatenate([np.rot90(a, k % 4, axes=(1, 2))[..., ::-1] if k >= 4 else np.rot90(a, k % 4, axes=(1, 2))
+                           for k in range(8)]).copy()
+
+
 def _reference(spec_name, size, batch, steps, threads, device):
     from rfseg.blocks.models import ArchSpec, build_model
 
     torch.set_num_threads(threads)
     x, y = _data(2 * batch, size)
-    # materialised 8x augmentation, as the paper's code did
-    aug_x = np.concatenate([np.rot90(x, k % 4, axes=(1, 2))[..., ::-1] if k >= 4 else np.rot90(x, k % 4, axes=(1, 2))
-                            for k in range(8)]).copy()
-    aug_y = np.concatenate([np.rot90(y, k % 4, axes=(1, 2))[..., ::-1] if k >= 4 else np.rot90(y, k % 4, axes=(1, 2))
-                            for k in range(8)]).copy()
+    aug_x, aug_y = dihedral_stack(x), dihedral_stack(y)
     model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     order = np.random.default_rng(1).permutation(len(aug_x))

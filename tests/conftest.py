@@ -1,12 +1,22 @@
 import numpy as np
 import pytest
 
-from support import FORMATS, make_patch_dir, run_cli
+from support import FORMATS, make_patch_dir, run_cli, scratch_copy, snakemake
 
 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def done_workflow(tmp_path_factory):
+    """The tiny configuration (configs/test-tiny.yaml) run to completion once, in a scratch copy of the repository.
+    Tests may dry-run variants of it or edit its code, and must leave it as they found it."""
+    wd = scratch_copy(tmp_path_factory.mktemp("wf"))
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return wd
 
 
 @pytest.fixture(scope="session")

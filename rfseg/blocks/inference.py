@@ -85,7 +85,7 @@ def compiled(model) -> FrozenCompiled:
 
 
 @torch.no_grad()
-def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.5, batch_size: int = 8,
+def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.25, batch_size: int = 8,
                                device="cpu", tta: bool = False, precision: str = "fp32") -> np.ndarray:
     """Particle probability (H, W) float32 of one preprocessed image (H, W) float32.
 

@@ -28,7 +28,7 @@ class Predictor:
     compile : run the models through torch.compile with freezing
     """
 
-    def __init__(self, model_dirs, *, device: str = "auto", tile: int | None = None, overlap: float = 0.5,
+    def __init__(self, model_dirs, *, device: str = "auto", tile: int | None = None, overlap: float = 0.25,
                  batch_size: int = 8, tta: bool = False, precision: str = "auto", compile: bool = False):
         model_dirs = list(model_dirs)
         if not model_dirs:

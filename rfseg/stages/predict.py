@@ -60,7 +60,7 @@ def _check_images(paths: list[Path]) -> None:
 
 
 def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = False, batch_size: int = 8,
-            tile: int | None = None, overlap: float = 0.5, precision: str = "auto", compile: bool = False,
+            tile: int | None = None, overlap: float = 0.25, precision: str = "auto", compile: bool = False,
             on_pixel_mismatch: str = "resample", pixel_tolerance: float = 0.01, pixel_size_nm: float | None = None,
             min_area_px: float | None = None, min_area_nm2: float | None = None, keep_all: bool = False,
             split_touching: bool = False, split_min_distance_nm: float | None = None, drop_border: bool = False,

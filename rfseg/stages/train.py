@@ -178,18 +178,22 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
             model.train()
             idx, ks = epoch_plan(seed, epoch, len(x_train), cfg.augment)
             idx = idx.to(device)  # the transform ids stay on the host: choosing per-transform groups needs no sync
+            t_plan = time.perf_counter()
             loss_sum = 0.0
             for i in range(0, len(idx), cfg.batch_size):
                 b, k = idx[i:i + cfg.batch_size], ks[i:i + cfg.batch_size]
                 loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
-            train_loss = float(loss_sum) / len(idx)
+            train_loss = float(loss_sum) / len(idx)  # waits for the last step
+            t_steps = time.perf_counter()
             if not math.isfinite(train_loss):
                 raise UserError(f"{out}: training diverged in epoch {epoch + 1} (the loss is not finite); the last "
                                 f"checkpoint, if any, is kept: try training.precision fp32 (--precision fp32) or a "
                                 f"lower training.lr (--lr)")
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
+            t_val = time.perf_counter()
             history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                            "val_dice": val_dice, "seconds": time.perf_counter() - t0})
+                            "val_dice": val_dice, "seconds": t_val - t0, "setup_seconds": t_plan - t0, "steps_seconds": t_steps - t_plan,
+                            "validation_seconds": t_val - t_steps})
             print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} val_dice "
                   f"{val_dice:.4f} ({history[-1]['seconds']:.1f} s)", flush=True)
             if val_dice > best[0]:
@@ -199,6 +203,8 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                 "history": history, "best": list(best), "best_state": best_state,
                 "torch_rng": torch.get_rng_state(), "config_hash": identity})
+            # known only after the write, so the checkpoint's own copy of this row lacks it
+            history[-1]["checkpoint_seconds"] = time.perf_counter() - t_val
             _pause_if_asked(epoch + 1, ckpt_path)
     except _Preempted as e:
         print(f"stopped by {e}; the checkpoint of the last finished epoch is kept for resuming", flush=True)

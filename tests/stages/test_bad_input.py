@@ -8,8 +8,9 @@ from rfseg.blocks import io
 from support import make_patch_dir, one_line_error
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, toy_models):
+@pytest.fixture
+def trained(toy_models):
+    """A trained bundle (the first of the shared toy models)."""
     return toy_models[0]
 
 

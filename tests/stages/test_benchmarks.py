@@ -34,3 +34,19 @@ def test_throughput_benchmark_sections_and_archs():
     proc = run("--quick", "--threads", "1", "--sections", "training", "--archs", "n2_p22")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r["arch"] for r in json.loads(proc.stdout)["training"]] == ["n2_p22"]
+
+
+def test_epoch_benchmark_quick_mode_prints_json():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.epoch", "--quick", "--threads", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["machine"]["cores"] >= 1 and out["machine"]["threads"] == 1
+    (row,) = out["sets"]
+    fast, ref = row["rfseg"], row["reference"]
+    assert fast["train_patches"] > 0 and fast["epoch_s"] > 0 and ref["epoch_s"] > 0
+    # the parts of an rfseg epoch add up to it, and the process did more than its epochs (start-up, loading)
+    assert abs(sum(fast["parts_s"].values()) - fast["epoch_s"]) < 0.05 * fast["epoch_s"] + 0.01
+    assert fast["process_wall_s"] > fast["epoch_s"] * row["epochs"] * 0.5 and fast["outside_epochs_s"] > 0
+    assert row["speedup_whole_epoch"] == fast["patches_per_s"] / ref["patches_per_s"]
+    assert 0 < fast["final_train_loss"] < 10 and 0 < ref["final_train_loss"] < 10

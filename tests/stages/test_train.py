@@ -119,8 +119,7 @@ def test_kill_during_the_checkpoint_write_keeps_the_last_one(tmp_path, monkeypat
     monkeypatch.setattr(io.os, "replace", real_replace)
     assert torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["epoch"] == 2
     train(patches, tmp_path / "cut", "n2_p22", 3, cfg)
-    ref, cut = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ref", "cut"))
-    assert all(torch.equal(ref[k], cut[k]) for k in ref)
+    assert same_weights(tmp_path / "ref/model.pt", tmp_path / "cut/model.pt")
 
 
 @pytest.mark.parametrize("options", [dict(select="best"), dict(early_stopping_patience=1, epochs=8)])
@@ -141,8 +140,7 @@ def test_resume_with_best_weights_and_early_stopping(tmp_path, options):
     cut = train(patches, tmp_path / "cut", "n2_p22", 4, cfg)
     assert (cut["epochs_run"], cut["best_epoch"], cut["weights"]) == (ref["epochs_run"], ref["best_epoch"],
                                                                     ref["weights"])
-    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ref", "cut"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "ref/model.pt", tmp_path / "cut/model.pt")
 
 
 def test_bad_model_inputs(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from rfseg import provenance
 from rfseg.cli import COMMANDS
-from support import job_counts, scratch_copy, snakemake
+from support import job_counts, snakemake
 
 ALL_RULES = {"architectures", "simulate", "simulate_for_predict", "preprocess", "patches", "train", "evaluate",
              "erf", "aggregate", "fourier", "fn_overlap", "fingerprint", "dataset_table", "figure_dice_vs_rf",
@@ -44,26 +44,19 @@ def _edit_one_function(path):
     return src
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    wd = scratch_copy(tmp_path_factory.mktemp("prov"))
-    proc = snakemake(wd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return wd
-
-
+@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 @pytest.mark.parametrize("module", list(EXPECTED))
-def test_editing_code_reruns_exactly_the_jobs_that_run_it(finished_run, module):
-    f = finished_run / "rfseg" / module
+def test_editing_code_reruns_exactly_the_jobs_that_run_it(done_workflow, module):
+    f = done_workflow / "rfseg" / module
     original = _edit_one_function(f)
     try:
-        proc = snakemake(finished_run, "-n")
+        proc = snakemake(done_workflow, "-n")
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert set(job_counts(proc.stdout + proc.stderr)) == EXPECTED[module]
     finally:
         f.write_text(original)
-    again = snakemake(finished_run, "-n")
+    again = snakemake(done_workflow, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
 

@@ -5,15 +5,6 @@ import yaml
 from support import job_counts, scratch_copy, snakemake
 
 
-@pytest.fixture(scope="module")
-def done_workflow(tmp_path_factory):
-    """The tiny configuration run to completion once in a scratch copy."""
-    wd = scratch_copy(tmp_path_factory.mktemp("wf"))
-    proc = snakemake(wd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return wd
-
-
 def _variant(wd, name, edit):
     cfg = yaml.safe_load((wd / "config.yaml").read_text())
     edit(cfg)
@@ -36,6 +27,7 @@ AFTER_FOURIER = {"fourier": 1, "fn_overlap": 1, "figure_false_negatives": 1}
 NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1}
 
 
+@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 def test_outputs_and_nothing_left_to_do(done_workflow):
     wd = done_workflow
@@ -53,6 +45,7 @@ def test_outputs_and_nothing_left_to_do(done_workflow):
     assert 0 <= published["hard_dice_mean"].item() <= 1
 
 
+@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 def test_every_figure_is_drawn_and_in_the_report(done_workflow):
     from PIL import Image
@@ -79,6 +72,7 @@ def test_every_figure_is_drawn_and_in_the_report(done_workflow):
         assert first_words in html, (caption, first_words)
 
 
+@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name,edit,expected",
