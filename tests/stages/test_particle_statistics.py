@@ -25,7 +25,7 @@ def test_default_particle_table_matches_hand_labels_on_unseen_real_micrographs(t
         make_patches(tmp_path / "pre", tmp_path / f"p{fold}", patch_size_px=256, folds=4, fold=fold)
         index = pd.read_csv(tmp_path / f"p{fold}/index.csv")
         tests = sorted(index.loc[index["split"] == "test", "source_image"].unique())
-        cfg = TrainConfig(epochs=150, batch_size=8, lr=1e-3, augment="random8")
+        cfg = TrainConfig(epochs=60, batch_size=8, lr=1e-3, augment="random8")
         meta = train(tmp_path / f"p{fold}", tmp_path / f"m{fold}", "n2_p22", 752, cfg, threads=2)
         assert meta["training_particles"]["n"] > 20 and meta["training_particles"]["area_px2_p1"] > 10
         summary = predict([tmp_path / f"m{fold}"], tests, tmp_path / f"seg{fold}", threads=2)

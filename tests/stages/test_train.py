@@ -92,8 +92,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path, sig):
     done = subprocess.run(train_cmd(patches, tmp_path / "cut", epochs), check=True, capture_output=True, text=True)
     assert "resumed from" in done.stdout and "after epoch 2" in done.stdout
     assert same_weights(tmp_path / "ref/model.pt", tmp_path / "cut/model.pt")
-    assert pd.read_csv(tmp_path / "ref/history.csv").drop(columns="seconds").equals(
-        pd.read_csv(tmp_path / "cut/history.csv").drop(columns="seconds"))
+    ref, cut = (pd.read_csv(tmp_path / d / "history.csv").filter(regex="^(?!.*seconds$)") for d in ("ref", "cut"))
+    assert list(ref.columns) == ["epoch", "train_loss", "val_loss", "val_dice"] and ref.equals(cut)  # timings differ
 
 
 def test_kill_during_the_checkpoint_write_keeps_the_last_one(tmp_path, monkeypatch):
