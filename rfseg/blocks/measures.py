@@ -1,6 +1,7 @@
 """What a dataset looks like to a network: contrast of the particles against the support, lattice-fringe strength.
 
-Functions over one preprocessed micrograph (rows, cols) float32 and its bool particle mask of the same shape.
+Functions over one micrograph (rows, cols) float32 and its bool particle mask of the same shape: preprocessed,
+except for :func:`lab_contrast`, which takes the raw micrograph and applies the published networks' recipe itself.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from scipy import ndimage
 
 from rfseg.blocks.fourier import annulus_radii, fourier_segment
 from rfseg.blocks.patches import tile
+from rfseg.blocks.preprocess import Recipe, apply_recipe
+
+#: the preprocessing of the lab that published the real-data networks: x-ray removal at median + 1500 counts (two
+#: passes), the degree-2x2 Bézier flat field, standardisation of the whole micrograph
+LAB_RECIPE = Recipe(xray_threshold=1500, xray_passes=2, flat_field="bezier")
 
 
 def amplitude_contrast(image: np.ndarray, mask: np.ndarray) -> float:
@@ -37,3 +43,12 @@ def fringe_share(image: np.ndarray, mask: np.ndarray, pixel_size_nm: float | Non
     if not inner.any() or not outer.any():
         return float("nan")
     return float((energy[inner] > np.percentile(energy[outer], 95)).mean())
+
+
+def lab_contrast(raw: np.ndarray, mask: np.ndarray) -> float:
+    """The published networks' lab's contrast of one raw micrograph: median background minus median particle
+    intensity after :data:`LAB_RECIPE` (standardised units; positive when particles are darker than the support).
+
+    The lab reports 0.576 for its real 5 nm Au set at 884 e/Å² and 0.239 at 80 e/Å²."""
+    image, _, _ = apply_recipe(raw, None, None, LAB_RECIPE)
+    return float(np.median(image[~mask]) - np.median(image[mask]))

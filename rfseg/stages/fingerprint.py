@@ -3,7 +3,9 @@
 From the preprocessed micrographs and masks of one dataset: pixel size; particle equivalent diameters (px, and nm
 when calibrated); amplitude contrast, (mean particle - mean background) / std background, per micrograph;
 lattice-fringe strength, the share of particle area whose local energy in the material's first-order Bragg band
-exceeds the 95th percentile of the background's; class balance; numbers of micrographs and patches.
+exceeds the 95th percentile of the background's; the lab contrast of the published networks (median background
+minus median particle after their preprocessing of the raw micrograph), per micrograph; class balance; numbers of
+micrographs and patches.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pandas as pd
 
 from rfseg.blocks import artifacts, io
 from rfseg.blocks.fourier import LATTICE_SPACINGS_NM
-from rfseg.blocks.measures import amplitude_contrast, fringe_share
+from rfseg.blocks.measures import amplitude_contrast, fringe_share, lab_contrast
 from rfseg.blocks.particles import label_particles
 
 
@@ -33,7 +35,7 @@ def fingerprint(preprocessed_dir, patch_dir, dataset: str, out=None, *, material
     summary = artifacts.read_patch_summary(patch_dir)
     px = summary["pixel_size_nm"]
     spacings = LATTICE_SPACINGS_NM.get(material, LATTICE_SPACINGS_NM["Au"])
-    diameters, contrasts, fringes, fractions = [], [], [], []
+    diameters, contrasts, fringes, fractions, lab = [], [], [], [], []
     for rec in manifest.to_dict("records"):
         image = io.read_image(rec["image"]).data
         mask = io.read_mask(rec["mask"], image.shape)
@@ -43,6 +45,8 @@ def fingerprint(preprocessed_dir, patch_dir, dataset: str, out=None, *, material
         if mask.any() and (~mask).any():
             contrasts.append(amplitude_contrast(image, mask))
             fringes.append(fringe_share(image, mask, px, spacings))
+            raw = io.read_image(rec["source_image"]).data
+            lab.append(lab_contrast(raw, io.read_mask(rec["source_mask"], raw.shape)))
     d = np.array(diameters)
     fr = np.array(fringes, float)
     fp = {
@@ -52,6 +56,7 @@ def fingerprint(preprocessed_dir, patch_dir, dataset: str, out=None, *, material
         "amplitude_contrast": float(np.median(contrasts)) if contrasts else np.nan,
         "abs_amplitude_contrast": float(np.median(np.abs(contrasts))) if contrasts else np.nan,
         "fringe_share": float(np.nanmedian(fr)) if np.isfinite(fr).any() else np.nan,
+        "lab_contrast": float(np.median(lab)) if lab else np.nan,
         "particle_fraction": float(np.mean(fractions)), "material": material,
     }
     if out is not None:

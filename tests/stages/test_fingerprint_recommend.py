@@ -34,6 +34,7 @@ def test_fingerprints_tell_hrtem_from_lowres(tmp_path, cli):
     assert lo["abs_amplitude_contrast"] > 1.0 > h["abs_amplitude_contrast"]
     assert math.isnan(lo["fringe_share"])  # the lattice is not resolved at 0.1243 nm/px
     assert h["fringe_share"] > 0.2  # HRTEM: a clear share of particle area carries fringes
+    assert 0 < h["lab_contrast"] < lo["lab_contrast"]  # the published networks' lab's measure agrees on the order
     assert 2 <= h["diameter_median_nm"] <= 6.5 and 12 <= lo["diameter_median_nm"] <= 28
     rec = json.loads(cli("recommend", tmp_path / "lowres_fp.csv", "--json", check_rc=0).stdout)
     assert rec["arch"] == "n2_p22" and "fingerprint" in rec["basis"]
@@ -68,3 +69,19 @@ def test_recommend_cli_measured_and_unknown(cli, tmp_path):
     assert "use n2_p22 (RF 44 px = 4.4 nm) [measured]" in out
     proc = cli("recommend", "nope", "--results", tmp_path / "summary.csv")
     assert proc.returncode == 2 and "unknown dataset 'nope'" in proc.stderr
+
+
+def test_lab_contrast_reads_darker_particles_as_positive_and_ignores_slow_illumination():
+    import numpy as np
+
+    from rfseg.blocks.measures import lab_contrast
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:256]
+    mask = (yy - 128) ** 2 + (xx - 128) ** 2 < 40**2
+    illumination = (1 + 0.5 * xx / 255) * (1 + 0.2 * (yy / 255) ** 2)  # what the Bézier flat field removes
+    strong, weak = (rng.poisson(1000 * (1 - d * mask)).astype(np.float32) for d in (0.3, 0.1))
+    assert lab_contrast(strong, mask) > lab_contrast(weak, mask) > 0
+    for image in (strong, weak):
+        assert abs(lab_contrast(image * illumination, mask) - lab_contrast(image, mask)) < 0.01
+    assert lab_contrast(strong, mask) == pytest.approx(-lab_contrast(2000 - strong, mask), abs=0.05)
