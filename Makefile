@@ -34,7 +34,7 @@ readme-figure: run
 
 # Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another).
 TEST_WORKERS ?= auto
-PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test: $(STAMP)
 	$(PYTEST) $(PYTEST_ARGS)

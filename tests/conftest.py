@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -10,13 +13,32 @@ def cli():
 
 
 @pytest.fixture(scope="session")
-def done_workflow(tmp_path_factory):
-    """The tiny configuration (configs/test-tiny.yaml) run to completion once, in a scratch copy of the repository.
-    Tests may dry-run variants of it or edit its code, and must leave it as they found it."""
-    wd = scratch_copy(tmp_path_factory.mktemp("wf"))
-    proc = snakemake(wd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _done_workflow_dir(tmp_path_factory):
+    """The tiny configuration (configs/test-tiny.yaml) run to completion once per test run, in a scratch copy of the
+    repository. Under pytest-xdist the workers share it: the first to need it builds it, the others wait."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder, above the workers'
+    wd = root / "done_workflow"
+    with FileLock(str(root / "done_workflow.build.lock")):
+        if not (wd / "finished").exists():
+            shutil.rmtree(wd, ignore_errors=True)
+            scratch_copy(wd)
+            proc = snakemake(wd)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (wd / "finished").touch()
     return wd
+
+
+@pytest.fixture
+def done_workflow(_done_workflow_dir):
+    """The finished tiny workflow, held by one test at a time (tests dry-run variants of it or edit its code, and
+    must leave it as they found it)."""
+    from filelock import FileLock
+
+    with FileLock(str(_done_workflow_dir.parent / "done_workflow.use.lock")):
+        yield _done_workflow_dir
 
 
 @pytest.fixture(scope="session")

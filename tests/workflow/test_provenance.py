@@ -44,7 +44,6 @@ def _edit_one_function(path):
     return src
 
 
-@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 @pytest.mark.parametrize("module", list(EXPECTED))
 def test_editing_code_reruns_exactly_the_jobs_that_run_it(done_workflow, module):

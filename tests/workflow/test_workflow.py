@@ -27,7 +27,6 @@ AFTER_FOURIER = {"fourier": 1, "fn_overlap": 1, "figure_false_negatives": 1}
 NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1}
 
 
-@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 def test_outputs_and_nothing_left_to_do(done_workflow):
     wd = done_workflow
@@ -45,7 +44,6 @@ def test_outputs_and_nothing_left_to_do(done_workflow):
     assert 0 <= published["hard_dice_mean"].item() <= 1
 
 
-@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 def test_every_figure_is_drawn_and_in_the_report(done_workflow):
     from PIL import Image
@@ -72,7 +70,6 @@ def test_every_figure_is_drawn_and_in_the_report(done_workflow):
         assert first_words in html, (caption, first_words)
 
 
-@pytest.mark.xdist_group("done_workflow")  # one worker runs the shared workflow once
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name,edit,expected",
