@@ -34,8 +34,8 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
     manifest = manifest.set_index("source_image")
     index = artifacts.read_patch_index(patch_dir)
     test = index[index["split"] == "test"]
-    # half-tile overlap, as the published rows were first measured (predict's quarter-tile default gives the same
-    # dice within 0.0001 on the demo; benchmarks/overlap.py)
+    # half-tile overlap, as the published rows were first measured (on the demo's trained networks predict's
+    # quarter-tile default changes the dice by at most 0.0003; benchmarks/overlap.py)
     predictor = Predictor([model_dir], device=device, overlap=0.5, tta=tta, batch_size=batch_size)
     out = np.zeros((len(test), size, size), np.float32)
     for source, rows in test.groupby("source_image", sort=False):
