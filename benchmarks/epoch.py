@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from benchmarks.throughput import dihedral_stack
+from benchmarks import machine
+from benchmarks.throughput import dihedral_stack, paper_sized_patches
 
 
 def _small_set(root: Path, n_images: int, size: int, patch: int) -> Path:
@@ -42,23 +42,6 @@ def _small_set(root: Path, n_images: int, size: int, patch: int) -> Path:
     simulate("lowres", root / "raw", n_images=n_images, seed=1, size=size)
     preprocess(root / "pre", manifest=root / "raw" / "manifest.csv")
     make_patches(root / "pre", root / "patches", patch_size_px=patch)
-    return root / "patches"
-
-
-def _paper_sized_set(root: Path, n_train: int, size: int) -> Path:
-    """Random patches in the paper's numbers (216 train patches of 512 px); content does not change the speed."""
-    from rfseg.blocks import artifacts
-    from rfseg.blocks.particles import size_statistics
-
-    rng = np.random.default_rng(0)
-    splits = {}
-    for split, n in zip(artifacts.SPLITS, (n_train, max(n_train // 8, 1), 1)):
-        masks = (rng.random((n, size, size)) < 0.2).astype(np.uint8)
-        splits[split] = (rng.normal(size=(n, size, size)).astype(np.float32), masks)
-    sizes = {s: size_statistics(m.astype(bool), 0.02) for s, (_, m) in splits.items()}
-    artifacts.write_patch_folder(root / "patches", splits, {"dataset": "paper-sized", "patch_size_px": size,
-                                                             "pixel_size_nm": 0.02, "min_particle_px": 0,
-                                                             "n_images": n_train, "particle_sizes": sizes})
     return root / "patches"
 
 
@@ -124,19 +107,6 @@ def _reference_train(patches: Path, out: Path, arch, epochs, batch, threads) -> 
             "final_batch_dice": float(dice[-1])}
 
 
-def _machine(threads) -> dict:
-    from rfseg.blocks.runtime import cpu_supports_bf16
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "bf16": cpu_supports_bf16(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
-
-
 def _compare(name, patches, arch, epochs, batch, threads, tmp) -> dict:
     row = {"set": name, "arch": arch, "epochs": epochs, "batch": batch,
            "rfseg": _rfseg_train(patches, tmp / f"{name}-rfseg", arch, epochs, batch, threads),
@@ -153,7 +123,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--arch", default="n2_p44")
     args = p.parse_args(argv)
-    result = {"machine": _machine(args.threads), "quick": args.quick, "sets": []}
+    result = {"machine": machine(args.threads), "quick": args.quick, "sets": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.quick:
@@ -163,7 +133,7 @@ def main(argv=None):
             patches = _small_set(tmp / "small", n_images=24, size=512, patch=256)
             result["sets"].append(_compare("small", patches, args.arch, 6, 16, args.threads, tmp))
         if args.paper_sized:
-            patches = _paper_sized_set(tmp / "paper", n_train=216, size=512)
+            patches = paper_sized_patches(tmp / "paper")
             result["sets"].append(_compare("paper_sized", patches, args.arch, 3, 32, args.threads, tmp))
     print(json.dumps(result, indent=2))
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.epoch import _machine
+from benchmarks import machine
 
 
 def _micrographs(results: Path, dataset: str) -> list[tuple[Path, Path]]:
@@ -91,7 +91,7 @@ def main(argv=None):
     for row in rows:
         row["dice_change_vs_first"] = {k: row["dice"][k] - base[k] for k in base}
         row["max_abs_dice_change"] = max(abs(v) for v in row["dice_change_vs_first"].values())
-    print(json.dumps({"machine": _machine(args.threads), "results": str(args.results), "dataset": args.dataset,
+    print(json.dumps({"machine": machine(args.threads), "results": str(args.results), "dataset": args.dataset,
                       "arch": args.arch, "models": [m.name for m in models],
                       "micrographs": [str(i) for i, _ in pairs], "megapixels": pixels / 1e6, "overlaps": rows},
                      indent=2))

@@ -36,6 +36,17 @@ def _data(n, size, seed=0):
     return x, y
 
 
+def paper_sized_patches(folder):
+    """A patch folder in the paper's numbers: 216 train and 31 val patches of 512 px (random data: the speed of
+    training does not depend on the content)."""
+    from rfseg.blocks import artifacts
+
+    splits = {split: _data(n, 512, seed=len(split)) for split, n in (("train", 216), ("val", 31), ("test", 0))}
+    artifacts.write_patch_folder(folder, splits, {"dataset": "paper-sized", "patch_size_px": 512,
+                                                  "pixel_size_nm": 0.02152})
+    return folder
+
+
 def dihedral_stack(a: np.ndarray) -> np.ndarray:
     """The 8 dihedral forms of patches (n, H, W) materialised as the paper's code did: (8 n, H, W), form k in rows
     k n to (k + 1) n."""
@@ -163,14 +174,11 @@ def _paper_run(args):
     epochs, threads = args
     import tempfile
 
-    from rfseg.blocks import artifacts
     from rfseg.blocks.models import ArchSpec
     from rfseg.stages.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(sys.stderr):
-        splits = {split: _data(n, 512, seed=len(split)) for split, n in (("train", 216), ("val", 31), ("test", 0))}
-        artifacts.write_patch_folder(f"{d}/p", splits, {"dataset": "paper-sized", "patch_size_px": 512,
-                                                         "pixel_size_nm": 0.02152})
+        paper_sized_patches(f"{d}/p")
         cfg = TrainConfig(epochs=epochs, batch_size=32, lr=1e-4, augment="all8")
         cuda = torch.cuda.is_available()
         util = _GpuUtilisation() if cuda else contextlib.nullcontext()

@@ -192,8 +192,8 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
             t_val = time.perf_counter()
             history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                            "val_dice": val_dice, "seconds": t_val - t0, "setup_seconds": t_plan - t0, "steps_seconds": t_steps - t_plan,
-                            "validation_seconds": t_val - t_steps})
+                            "val_dice": val_dice, "seconds": t_val - t0, "setup_seconds": t_plan - t0,
+                            "steps_seconds": t_steps - t_plan, "validation_seconds": t_val - t_steps})
             print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} val_dice "
                   f"{val_dice:.4f} ({history[-1]['seconds']:.1f} s)", flush=True)
             if val_dice > best[0]:
