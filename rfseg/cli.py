@@ -29,6 +29,16 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _list_of(kind):
+    """An argparse type: comma-separated values of ``kind``."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(t) for t in text.split(",") if t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+    return parse
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -122,6 +132,7 @@ def _run_arch_table(args):
 
 # ---------------------------------------------------------------------------------------------------------- data
 def _add_simulate(p):
+    from rfseg.blocks.simulate.hrtem import KNOBS, simulate_image
     from rfseg.stages.simulate import KINDS, simulate
 
     p.add_argument("kind", choices=KINDS)
@@ -136,17 +147,25 @@ def _add_simulate(p):
     _opt(p, "--carbon-thickness-nm", simulate, type=_float_list, help="hrtem: support thickness range, e.g. 3,5")
     _opt(p, "--defocus-offset-nm", simulate, type=float, help="hrtem: defocus away from Scherzer")
     _opt(p, "--threads", simulate, type=int, help="CPU threads")
+    for key, (name, factor, kind, text) in KNOBS.items():  # HRTEM realism knobs, in the units their names state
+        default = _defaults(simulate_image)[name]
+        listed = isinstance(default, tuple)
+        shown = ",".join(map(str, default)) if listed else default / factor if factor != 1 else default
+        kw = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": _list_of(kind) if listed else kind}
+        p.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS,
+                       help=f"hrtem: {text} (default: {shown})", **kw)
     p.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.csv)")
     p.set_defaults(func=_run_simulate)
 
 
 def _run_simulate(args):
+    from rfseg.blocks.simulate.hrtem import KNOBS
     from rfseg.stages.simulate import simulate
 
     df = simulate(args.kind, args.out, n_images=args.n_images, seed=args.seed,
                   progress=lambda it, n: _progress(it, n, f"simulate {args.kind}"),
                   **_given(args, "size", "pixel_size_nm", "diameter_nm", "dose_e_per_A2", "carbon_thickness_nm",
-                           "defocus_offset_nm", "threads"))
+                           "defocus_offset_nm", "threads", *KNOBS))
     print(f"wrote {len(df)} {args.kind} micrographs to {args.out}")
 
 

@@ -16,6 +16,7 @@ from rfseg.blocks.artifacts import Layout
 from rfseg.blocks.bundle import is_bundle
 from rfseg.blocks.fourier import lattice_spacings
 from rfseg.blocks.models import ArchSpec, build_model, receptive_field, sweep
+from rfseg.blocks.simulate.hrtem import KNOBS as HRTEM_KNOBS
 from rfseg.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -290,6 +291,9 @@ class Plan:
             ("--pixel-size", sim.get("pixel_size_nm")), ("--diameter-nm", sim.get("diameter_nm")),
             ("--dose", sim.get("dose_e_per_A2")), ("--carbon-thickness-nm", sim.get("carbon_thickness_nm")),
             ("--defocus-offset-nm", sim.get("defocus_offset_nm")),
+            # a knob set to false is passed as --no-<knob>, so it holds whatever the knob's default is
+            *((("--no-" if sim.get(key) is False else "--") + key.replace("_", "-"),
+               True if sim.get(key) is False else sim.get(key)) for key in HRTEM_KNOBS),
         ])
 
     def preprocess_flags(self, ds) -> str:

@@ -20,8 +20,10 @@ def test_hrtem_shows_au_fringes_in_particles_only():
 
     assert scherzer_defocus_a() == pytest.approx(-66.6, abs=0.1)
     lattice, control = [], []
-    # Demo settings at a high dose, so that the fringes of zone-axis particles stand above the shot noise.
-    for _, image, labels, p, params in simulate_dataset(6, 5, dose_e_per_a2=(2000, 3000), threads=2):
+    # Defaults at a high dose, so that the fringes of zone-axis particles stand above the shot noise; isolated
+    # particles inside the field under flat illumination, so that raw particle and carbon pixels compare directly.
+    scene = {"zone_axis_fraction": 0.5, "touching_fraction": 0.0, "cross_border": False, "illumination_variation": 0.0}
+    for _, image, labels, p, params in simulate_dataset(6, 5, dose_e_per_a2=(2000, 3000), threads=2, **scene):
         assert image.dtype == np.float32 and image.shape == labels.shape == (512, 512)
         assert params["n_particles"] == labels.max() >= 1
         assert 0.02 < (labels > 0).mean() < 0.6
@@ -53,3 +55,99 @@ def test_same_seed_same_micrographs():
         a, b = list(make()), list(make())
         for (_, ia, la, _, pa), (_, ib, lb, _, pb) in zip(a, b):
             assert np.array_equal(ia, ib) and np.array_equal(la, lb) and pa == pb
+
+
+# ---------------------------------------------------------------------------------------- HRTEM realism knobs
+# Small fields (128 px at 0.02 nm/px = 2.6 nm, 1-1.3 nm particles): each micrograph takes about a second.
+SMALL = {"size": 128, "pixel_size_nm": 0.02, "diameter_nm": (1.0, 1.3), "threads": 1}
+
+
+def _one(seed=3, **knobs):
+    from rfseg.blocks.simulate.hrtem import simulate_dataset
+
+    return next(iter(simulate_dataset(1, seed, **{**SMALL, **knobs})))[1:3]
+
+
+def _radial_power(image):
+    """Mean power in the outer (above half Nyquist) over the inner half of the spatial-frequency range."""
+    f = np.abs(np.fft.fftshift(np.fft.fft2(image - image.mean()))) ** 2
+    yy, xx = np.indices(f.shape) - np.array(f.shape)[:, None, None] // 2
+    r = np.hypot(yy, xx) / (f.shape[0] // 2)
+    return f[(r > 0.5) & (r <= 1)].mean() / f[(r > 0.05) & (r <= 0.5)].mean()
+
+
+def test_detector_psf_coarsens_the_noise_and_keeps_the_dose():
+    from rfseg.blocks.simulate.hrtem import detector
+
+    flat = np.ones((128, 128), np.float32)
+    sharp = detector(flat, 50.0, 0.0, 1.0, np.random.default_rng(0))
+    blurred = detector(flat, 50.0, 0.8, 1.0, np.random.default_rng(0))
+    assert sharp.mean() == pytest.approx(1, abs=0.01) and blurred.mean() == pytest.approx(1, abs=0.01)
+    assert _radial_power(sharp) == pytest.approx(1, rel=0.15)  # shot noise is white
+    assert _radial_power(blurred) < 0.2 * _radial_power(sharp)  # the point spread correlates it
+    assert sharp.std() == pytest.approx(50 ** -0.5, rel=0.05)
+    half = detector(flat, 50.0, 0.0, 0.5, np.random.default_rng(0))
+    assert half.std() == pytest.approx(25 ** -0.5, rel=0.05)  # a DQE of 0.5 counts half the electrons
+
+
+def test_illumination_is_a_slow_field_of_the_stated_amplitude():
+    from rfseg.blocks.simulate.hrtem import illumination
+
+    field = illumination((64, 64), 0.2, np.random.default_rng(1))
+    assert np.abs(field - 1).max() == pytest.approx(0.2, rel=1e-5)
+    assert np.abs(np.diff(field, axis=0)).max() < 0.02 and np.abs(np.diff(field, axis=1)).max() < 0.02
+
+
+@pytest.mark.parametrize("shape", ["wulff", "octahedron", "decahedron", "icosahedron"])
+def test_particle_shapes_have_the_volume_of_their_diameter(shape):
+    from rfseg.blocks.simulate.hrtem import AU_DENSITY_PER_A3, particle_atoms
+
+    xyz = particle_atoms(shape, 40.0, np.random.default_rng(0), round_corners=False)
+    want = np.pi / 6 * 40.0**3 * AU_DENSITY_PER_A3
+    assert 0.6 * want < len(xyz) < 1.5 * want
+    assert np.abs(xyz.mean(0)).max() < 1e-6  # centred
+    d = np.linalg.norm(xyz[:, None] - xyz[None], axis=2) + np.eye(len(xyz)) * 9
+    assert d.min() > 2.6  # Au nearest neighbours 2.88 Å: no overlapping atoms
+    rounded = particle_atoms(shape, 40.0, np.random.default_rng(0), round_corners=True)
+    assert len(rounded) < len(xyz)
+
+
+def test_lower_dose_lowers_the_lab_contrast():
+    from rfseg.blocks.measures import lab_contrast
+
+    contrast = {}
+    for dose in (80.0, 884.0):  # the same scene (same seed): only the shot noise differs
+        image, labels = _one(dose_e_per_a2=(dose, dose), size=256, diameter_nm=(2.0, 2.4), n_particles=(1, 1),
+                             cross_border=False)
+        contrast[dose] = lab_contrast(image, labels > 0)
+    assert contrast[884.0] > 0.1 and contrast[80.0] < 0.6 * contrast[884.0], contrast
+
+
+def test_touching_particles_and_particles_on_the_border():
+    from scipy import ndimage
+
+    _, labels = _one(n_particles=(3, 3), touching_fraction=1.0, cross_border=True, seed=4)
+    assert labels.max() >= 2
+    grown = ndimage.grey_dilation(labels, size=3)
+    assert ((grown != labels) & (labels > 0) & (grown > 0)).any()  # two labels meet
+    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    _, isolated = _one(n_particles=(1, 1), touching_fraction=0.0, cross_border=False, seed=4, size=192)
+    inner = np.concatenate([isolated[0], isolated[-1], isolated[:, 0], isolated[:, -1]])
+    assert isolated.max() == 1 and not inner.any()  # without cross_border no particle reaches the edge
+    assert (edges > 0).any()  # with cross_border, particles reach the edge of this crowded field
+
+
+def test_knobs_are_deterministic_per_seed():
+    knobs = {"defocus_spread_a": 50.0, "astigmatism_a": 20.0, "detector_psf_px": 0.7, "detector_dqe": 0.6,
+             "illumination_variation": 0.1, "shapes": ("decahedron", "icosahedron"), "touching_fraction": 0.5,
+             "cross_border": True}
+    (ia, la), (ib, lb) = _one(**knobs), _one(**knobs)
+    assert np.array_equal(ia, ib) and np.array_equal(la, lb)
+
+
+def test_image_spread_damps_the_fine_contrast_before_the_noise():
+    high_dose = {"dose_e_per_a2": (1e5, 1e5), "detector_psf_px": 0.0, "illumination_variation": 0.0}
+    sharp, _ = _one(image_spread_a=0.0, **high_dose)
+    spread, _ = _one(image_spread_a=0.65, **high_dose)
+    assert spread.mean() == pytest.approx(sharp.mean(), rel=0.01)  # the darkness of the particles stays
+    assert spread.std() < 0.6 * sharp.std()  # fringes and carbon speckle fade

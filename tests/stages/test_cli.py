@@ -1,3 +1,4 @@
+import inspect
 import json
 import re
 
@@ -70,3 +71,15 @@ def test_help_is_for_users_and_states_the_defaults(cli):
     for option, value in [("--epochs", defaults.epochs), ("--batch-size", defaults.batch_size),
                           ("--lr", defaults.lr), ("--augment", defaults.augment)]:
         assert re.search(rf"  ?{option} \S+ (?:(?! --).)*?\(default: {re.escape(str(value))}\)", train), option
+
+
+def test_simulate_help_states_the_realism_defaults_in_the_options_units(cli):
+    from rfseg.blocks.simulate.hrtem import simulate_image
+
+    sim = " ".join(cli("simulate", "--help", check_rc=0).stdout.split())
+    defaults = inspect.signature(simulate_image).parameters
+    for option, value in [("--image-spread-nm", defaults["image_spread_a"].default / 10),
+                          ("--defocus-spread-nm", defaults["defocus_spread_a"].default / 10),
+                          ("--detector-dqe", defaults["detector_dqe"].default),
+                          ("--shapes", ",".join(defaults["shapes"].default))]:
+        assert re.search(rf"  ?{option} \S+ (?:(?! --).)*?\(default: {re.escape(str(value))}\)", sim), option

@@ -100,3 +100,28 @@ def test_tta_through_evaluate_and_predict(cli, tmp_path, toy_models):
     p0, p1 = (io.read_image(tmp_path / f"{o}/a_prob.tif").data for o in ("seg", "segtta"))
     assert not np.array_equal(p0, p1)
     assert (p0[disc] > 0.5).mean() > 0.9 and (p1[disc] > 0.5).mean() > 0.9
+
+
+def test_hrtem_realism_knobs_from_the_config_reach_the_simulator(cli, tmp_path):
+    """Knobs in a dataset's simulate block become the simulate command's flags (false as --no-<knob>, so a knob
+    whose default is on can be switched off), and the micrographs follow them."""
+    from support import one_line_error
+
+    sim = {"kind": "hrtem", "n_images": 1, "seed": 2, "size": 256, "pixel_size_nm": 0.02, "diameter_nm": [1.0, 1.2],
+           "cross_border": False, "touching_fraction": 0.0, "shapes": ["icosahedron"], "n_particles": [2, 2],
+           "detector_psf_px": 0.5, "defocus_spread_nm": 2}
+    flags = Plan.simulate_flags(sim)
+    for part in ("--no-cross-border", "--touching-fraction 0.0", "--shapes icosahedron", "--n-particles 2,2",
+                 "--detector-psf-px 0.5", "--defocus-spread-nm 2"):
+        assert part in flags, flags
+    import tifffile
+
+    cli("simulate", "hrtem", *flags.split(), "--out", tmp_path / "sim", check_rc=0)
+    row = pd.read_csv(tmp_path / "sim/manifest.csv").iloc[0]
+    kinds = row["particle_kinds"].split()
+    assert row["n_particles"] == 2 and len(kinds) == 2 and all(k.startswith("icosahedron_") for k in kinds)
+    labels = tifffile.imread(tmp_path / "sim/masks/hrtem_000.tif")
+    assert not np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]).any()
+    proc = cli("simulate", "lowres", "--n-images", 1, "--seed", 1, "--detector-psf-px", 1, "--out", tmp_path / "x")
+    one_line_error(proc, "hrtem only")
+    assert not (tmp_path / "x").exists()
