@@ -28,6 +28,13 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * (pred & truth).sum() / s) if s else 1.0
 
 
+def members(folder) -> list[str]:
+    """The bundles inside ``folder`` (a published ensemble's members), sorted."""
+    from rfseg.blocks.bundle import is_bundle
+
+    return sorted(str(p) for p in Path(folder).glob("*") if is_bundle(p))
+
+
 def score(bundle_dirs, micrographs) -> dict:
     """Per-member and ensemble hard dice over (name, image, pixel_size_yx_nm, truth) micrographs."""
     from rfseg.blocks.predictor import Predictor
@@ -79,7 +86,7 @@ def main(argv=None):
     ap.add_argument("--pixel-size", type=float, default=0.02152)
     args = ap.parse_args(argv)
     folder = Path(args.bundles) if "/" in args.bundles else PRETRAINED / args.bundles
-    bundles = sorted(str(p) for p in folder.glob("*") if (p / "model.json").is_file())
+    bundles = members(folder)
     t0 = time.perf_counter()
     result = score(bundles, demo_micrographs(args.raw, args.first, args.n_images, args.seed, args.size,
                                              args.pixel_size))

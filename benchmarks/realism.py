@@ -35,7 +35,7 @@ SETS = {  # name: (published bundle, diameter range nm, dose e/Å², seed)
 
 def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int = 0, keep: list | None = None) -> dict:
     """Simulate set ``name`` and score it with its published networks; ``keep`` collects its (image, mask) pairs."""
-    from benchmarks.published import score
+    from benchmarks.published import members as bundle_members, score
     from rfseg.blocks.measures import lab_contrast
     from rfseg.blocks.simulate.hrtem import simulate_dataset
     from rfseg.stages.importer import PRETRAINED
@@ -49,7 +49,7 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
     seconds = (time.perf_counter() - t0) / n_images
     if keep is not None:
         keep.extend((f[1], f[3]) for f in frames)
-    members = sorted(str(p) for p in (PRETRAINED / bundle).glob("*") if (p / "model.json").is_file())
+    members = bundle_members(PRETRAINED / bundle)
     r = score(members, frames)
     dice = np.array(r["dice_per_micrograph_and_member"])
     majority = (len(members) + 1) // 2 if len(members) > 1 else 1
@@ -65,16 +65,27 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
 
 
 def _knob(text: str):
+    """KEY=VALUE of a simulate knob, parsed by the knob's type; a list where the knob takes one (shapes, ranges)."""
+    import inspect
+
+    from rfseg.blocks.simulate.hrtem import KNOBS, simulate_image
+
     key, _, value = text.partition("=")
-    value = [json.loads(v) if v[:1] in "-.0123456789tf" else v for v in value.split(",")]
-    return key, value if len(value) > 1 or key in ("shapes", "n_particles") else value[0]
+    if key not in KNOBS:
+        raise argparse.ArgumentTypeError(f"unknown knob {key!r}; one of {', '.join(KNOBS)}")
+    name, _, kind, _ = KNOBS[key]
+    parse = (lambda v: v.lower() == "true") if kind is bool else kind
+    values = [parse(v) for v in value.split(",")]
+    listed = isinstance(inspect.signature(simulate_image).parameters[name].default, tuple)
+    return key, values if listed or len(values) > 1 else values[0]
 
 
 def main(argv=None):
     from rfseg.blocks.simulate.hrtem import knob_keywords
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-images", type=int, default=16, help="micrographs per set (the 5 nm 423 e/Å² set: at least 16)")
+    ap.add_argument("--n-images", type=int, default=16,
+                    help="micrographs per set (the 5 nm 423 e/Å² set: at least 16)")
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated, of: " + ", ".join(SETS))
     ap.add_argument("--set", dest="knobs", action="append", default=[], type=_knob, metavar="KNOB=VALUE",
                     help="a simulate knob in its config unit (repeatable), e.g. detector_psf_px=0.7")

@@ -22,21 +22,19 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def _list_of(kind):
-    """An argparse type: comma-separated values of ``kind``."""
+    """An argparse type: comma-separated values of ``kind`` (float, int or str)."""
+    noun = {float: "numbers", int: "integers"}.get(kind, f"{kind.__name__} values")
+
     def parse(text: str) -> tuple:
         try:
             return tuple(kind(t) for t in text.split(",") if t)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated {noun}, got {text!r}") from None
     return parse
+
+
+_float_list = _list_of(float)
 
 
 def _positive_float(text: str) -> float:
@@ -151,7 +149,8 @@ def _add_simulate(p):
         default = _defaults(simulate_image)[name]
         listed = isinstance(default, tuple)
         shown = ",".join(map(str, default)) if listed else default / factor if factor != 1 else default
-        kw = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": _list_of(kind) if listed else kind}
+        kw = ({"action": argparse.BooleanOptionalAction} if kind is bool
+              else {"type": _list_of(kind) if listed else kind})
         p.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS,
                        help=f"hrtem: {text} (default: {shown})", **kw)
     p.add_argument("--out", required=True, help="output folder (images/, masks/, manifest.csv)")

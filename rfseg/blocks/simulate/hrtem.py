@@ -199,9 +199,10 @@ def _particle_mask(xy: np.ndarray, shape: tuple[int, int], pixel_a: float, grow:
     pts = (xy[:, None, :] + ring[None]).reshape(-1, 2)
     mask = np.zeros(shape, bool)
     field = np.array([shape[1], shape[0]]) * pixel_a
+    unshifted = pts[ConvexHull(pts).vertices]
     for shift_x in (-field[0], 0, field[0]):
         for shift_y in (-field[1], 0, field[1]):
-            hull = pts[ConvexHull(pts).vertices] + [shift_x, shift_y]
+            hull = unshifted + [shift_x, shift_y]
             lo = np.floor(hull.min(0) / pixel_a).astype(int).clip(0)
             hi = np.ceil(hull.max(0) / pixel_a).astype(int).clip(max=[shape[1] - 1, shape[0] - 1])
             if (hi < lo).any():
@@ -226,21 +227,21 @@ def _place_particles(rng, L, top, *, diameter_nm, n_particles, shapes, zone_axis
             break
         d = rng.uniform(*diameter_nm) * 10
         r_est = 0.6 * d + 1.5
+        partner = None  # the earlier particle this one is put against, if any
         if placed and rng.random() < touching_fraction:
-            j = int(rng.integers(len(placed)))
+            partner = int(rng.integers(len(placed)))
             angle = rng.uniform(0, 2 * np.pi)
-            c = centres[j] + (radii[j] + r_est) * rng.uniform(0.75, 0.95) * np.array([np.cos(angle), np.sin(angle)])
+            c = centres[partner] + (radii[partner] + r_est) * rng.uniform(0.75, 0.95) * np.array(
+                [np.cos(angle), np.sin(angle)])
             margin = -r_est if cross_border else 5 + r_est
             if not (margin <= c[0] <= L - margin and margin <= c[1] <= L - margin):
                 continue
-            clash_ok = lambda k: k == j or np.hypot(*(c - centres[k])) >= r_est + radii[k] + 3  # noqa: E731
         else:
             lo, hi = (0.0, L) if cross_border else (5 + r_est, L - 5 - r_est)
             if hi <= lo:
                 continue
             c = rng.uniform(lo, hi, 2)
-            clash_ok = lambda k: np.hypot(*(c - centres[k])) >= r_est + radii[k] + 3  # noqa: E731
-        if not all(clash_ok(k) for k in range(len(placed))):
+        if any(k != partner and np.hypot(*(c - centres[k])) < r_est + radii[k] + 3 for k in range(len(placed))):
             continue
         shape = shapes[int(rng.integers(len(shapes)))]
         rot, kind = _orientation(rng, zone_axis_fraction)
@@ -295,10 +296,11 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     unknown = sorted(set(shapes) - set(SHAPES))
     if unknown or not shapes:
         raise UserError(f"simulate shapes must be among {', '.join(SHAPES)}, got {', '.join(unknown) or 'none'}")
-    for key, value in (("zone_axis_fraction", zone_axis_fraction), ("touching_fraction", touching_fraction),
-                       ("detector_dqe", detector_dqe)):
-        if not 0 <= value <= 1 or (key == "detector_dqe" and value == 0):
-            interval = "(0, 1]" if key == "detector_dqe" else "[0, 1]"
+    for key, value, zero_allowed in (("zone_axis_fraction", zone_axis_fraction, True),
+                                     ("touching_fraction", touching_fraction, True),
+                                     ("detector_dqe", detector_dqe, False)):
+        if not (0 <= value <= 1 and (zero_allowed or value > 0)):
+            interval = "[0, 1]" if zero_allowed else "(0, 1]"
             raise UserError(f"simulate {key} (--{key.replace('_', '-')}) must lie in {interval}, got {value}")
     if len(n_particles) != 2 or not 0 <= n_particles[0] <= n_particles[1]:
         raise UserError(f"simulate n_particles (--n-particles) must be a range lo,hi with 0 <= lo <= hi, got "
