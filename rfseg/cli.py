@@ -308,6 +308,30 @@ def _run_aggregate(args):
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
+def _add_paired(p):
+    from rfseg.stages.paired import paired
+
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--patches", required=True, help="the dataset's patch folder")
+    p.add_argument("--evals", nargs="+", required=True, help="evaluation folders of the dataset (trained and published)")
+    _opt(p, "--reference", paired, help="architecture the differences are taken against (default: smallest RF)")
+    _opt(p, "--resamples", paired, type=int, help="bootstrap resamples (micrographs and seeds)")
+    _opt(p, "--seed", paired, type=int, help="seed of the bootstrap draws")
+    p.add_argument("--out", required=True, help="CSV: one row per architecture with the difference and its interval")
+    p.add_argument("--per-micrograph", help="CSV of the per-micrograph scores the differences come from")
+    p.set_defaults(func=_run_paired)
+
+
+def _run_paired(args):
+    from rfseg.stages.paired import paired
+
+    t = paired(args.patches, args.evals, args.dataset, args.out, args.per_micrograph,
+               **_given(args, "reference", "resamples", "seed"))
+    for r in t.itertuples():
+        print(f"{args.dataset} {r.arch}: {r.score_mean:.4f}, minus {r.reference} {r.diff_mean:+.4f} "
+              f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}] ({r.n_micrographs} micrographs, {r.n_seeds} seeds)")
+
+
 # ---------------------------------------------------------------------------------------------------------- fourier
 def _add_fourier(p):
     from rfseg.stages.baseline import run_baseline
@@ -371,6 +395,7 @@ def _add_figure(p):
     p.add_argument("--models", nargs="+", default=[], help="model bundle folders")
     p.add_argument("--erfs", nargs="+", default=[], help="ERF TIFFs, one per --models folder")
     p.add_argument("--fingerprints", nargs="+", default=[], help="fingerprint CSV files")
+    p.add_argument("--paired", nargs="+", default=[], help="paired.csv files (rfseg paired)")
     p.add_argument("--out", required=True, help="PNG to write (an SVG is written beside it)")
     p.set_defaults(func=_run_figure)
 
@@ -379,7 +404,7 @@ def _run_figure(args):
     from rfseg.figures import draw
 
     draw(args.kind, args.dataset, args.out, **_given(args, "metrics", "particles", "patches", "evals", "fourier",
-                                                     "fn_overlap", "models", "erfs", "fingerprints"))
+                                                     "fn_overlap", "models", "erfs", "fingerprints", "paired"))
     print(f"wrote {args.out}")
 
 
@@ -552,8 +577,12 @@ def _add_recommend(p):
     from rfseg.stages.recommend import recommend
 
     p.add_argument("target", help="a dataset name (with --results or --fingerprints) or a fingerprint CSV")
-    p.add_argument("--results", help="summary.csv of a sweep (measured recommendation)")
+    p.add_argument("--paired", nargs="*", default=[],
+                   help="paired.csv files of sweeps (rfseg paired): the measured recommendation, by intervals")
+    p.add_argument("--results", help="summary.csv of a sweep without paired files (one-seed-std rule)")
     p.add_argument("--fingerprints", nargs="*", default=[], help="fingerprint CSV files to look the dataset up in")
+    _opt(p, "--evidence", recommend, help="folder with paired.csv and fingerprints.csv of a series, used for "
+         "datasets known only by their fingerprint (default: the series shipped in resources/series)")
     _opt(p, "--patch-px", recommend, type=int, help="patch size the architecture must fit")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_recommend)
@@ -562,7 +591,8 @@ def _add_recommend(p):
 def _run_recommend(args):
     from rfseg.stages.recommend import recommend
 
-    rec = recommend(args.target, args.results, args.fingerprints, **_given(args, "patch_px"))
+    rec = recommend(args.target, args.results, args.fingerprints, paired=args.paired,
+                    **_given(args, "patch_px", "evidence"))
     if args.json:
         print(json.dumps(rec, indent=2))
         return
@@ -597,6 +627,8 @@ _SUBCOMMANDS = [
      "score a model bundle on the test patches"),
     ("aggregate", "rfseg.stages.aggregate", _add_aggregate,
      "collect metrics rows and compute mean ± std over seeds"),
+    ("paired", "rfseg.stages.paired", _add_paired,
+     "paired differences between RFs per test micrograph and seed, with bootstrap intervals"),
     ("fourier", "rfseg.stages.baseline", _add_fourier,
      "Fourier-filter baseline on the test patches (annulus from the lattice)"),
     ("fn-overlap", "rfseg.stages.baseline", _add_fn_overlap,

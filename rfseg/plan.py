@@ -238,6 +238,7 @@ class Plan:
             t += [L.fn_overlap(ds) for ds in self.datasets if "fourier" in self.datasets[ds]]
             t += [f for ds in self.datasets for f in self.figure_files(ds)]
             t += [L.fingerprint(ds) for ds in self.datasets]
+            t += [L.paired(ds) for ds in self.datasets]
             if self.config.get("series_figure"):
                 t.append(L.series_figure())
         if self.predict_cfg:

@@ -271,6 +271,12 @@ class Layout:
     def fingerprint(self, ds):
         return self._p(ds, "fingerprint.csv")
 
+    def paired(self, ds):
+        return self._p(ds, "paired.csv")
+
+    def per_micrograph(self, ds):
+        return self._p(ds, "per_micrograph.csv")
+
     def figure(self, ds, name, ext="png"):
         return self._p("figures", ds, f"{name}.{ext}")
 

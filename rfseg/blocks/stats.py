@@ -40,3 +40,91 @@ def smallest_rf_within_one_std(summary: pd.DataFrame, dataset: str, metric: str 
     tol = 0.0 if math.isnan(top[f"{metric}_std"]) else float(top[f"{metric}_std"])
     ok = nets[nets[f"{metric}_mean"] >= top[f"{metric}_mean"] - tol]
     return {"pick": ok.sort_values(["rf_px", "params"]).iloc[0], "top": top, "tol": tol}
+
+
+def reference_arch(rows: pd.DataFrame) -> str:
+    """The network the paired differences are taken against: the smallest RF (fewest parameters on a tie)."""
+    nets = rows[rows["method"] == "unet"].sort_values(["rf_px", "params"])
+    if nets.empty:
+        raise ValueError("no trained network among the rows")
+    return str(nets["arch"].iloc[0])
+
+
+def paired_differences(scores: pd.DataFrame, reference: str, resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> pd.DataFrame:
+    """Score of every method and architecture minus the reference's, paired over test micrographs and seeds, with a
+    bootstrap interval over both.
+
+    Parameters
+    ----------
+    scores : DataFrame, one row per (method, arch, seed, micrograph) with columns ``method``, ``arch``, ``seed``,
+        ``micrograph``, ``score`` and the key columns of :data:`KEYS` that are present (``rf_px``, ``rf_nm``, ...).
+        Every row group must cover the same micrographs.
+    reference : str
+        The trained architecture (method "unet") every difference is taken against.
+    resamples : int
+        Bootstrap resamples. Each draws the micrographs and the seeds with replacement; an architecture trained with
+        the reference's seeds is paired seed by seed (the same draw for both), any other (a published network's
+        members) draws its own.
+    level : float
+        Coverage of the percentile interval.
+
+    Returns
+    -------
+    DataFrame, one row per method and architecture (the reference included, with difference 0): ``n_seeds``,
+    ``n_micrographs``, ``paired_by_seed``, ``score_mean`` (mean over seeds and micrographs), ``diff_mean``,
+    ``diff_ci_low``, ``diff_ci_high`` and ``ci_half_width`` (half the interval's width).
+
+    Raises
+    ------
+    ValueError
+        When the reference is missing or a group does not cover the reference's micrographs.
+    """
+    import numpy as np
+
+    def grid(df):
+        g = df.pivot_table(index="seed", columns="micrograph", values="score", aggfunc="mean")
+        return g.index.tolist(), g
+
+    ref_rows = scores[(scores["method"] == "unet") & (scores["arch"] == reference)]
+    if ref_rows.empty:
+        raise ValueError(f"the reference {reference!r} has no scores")
+    ref_seeds, ref = grid(ref_rows)
+    micrographs = ref.columns
+    ref = ref.to_numpy()
+    rng = np.random.default_rng(seed)
+    draw_m = rng.integers(0, len(micrographs), (resamples, len(micrographs)))
+    draw_s = rng.integers(0, len(ref_seeds), (resamples, len(ref_seeds)))
+    ref_boot = np.array([ref[np.ix_(s, m)].mean() for s, m in zip(draw_s, draw_m)])
+    keys = [k for k in KEYS if k in scores.columns]
+    out = []
+    for key, df in scores.groupby(keys, sort=False, dropna=False):
+        seeds, g = grid(df)
+        if set(g.columns) != set(micrographs) or g.isna().any().any():
+            raise ValueError(f"{dict(zip(keys, key))['arch']} was not scored on the reference's micrographs")
+        a = g[micrographs].to_numpy()
+        paired = seeds == ref_seeds
+        if paired:
+            boot = np.array([a[np.ix_(s, m)].mean() for s, m in zip(draw_s, draw_m)]) - ref_boot
+        else:
+            own = np.random.default_rng([seed, len(out)]).integers(0, len(seeds), (resamples, len(seeds)))
+            boot = np.array([a[np.ix_(s, m)].mean() for s, m in zip(own, draw_m)]) - ref_boot
+        lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+        out.append({**dict(zip(keys, key)), "reference": reference, "n_seeds": len(seeds),
+                    "n_micrographs": len(micrographs), "paired_by_seed": paired, "score_mean": float(a.mean()),
+                    "diff_mean": float(a.mean() - ref.mean()), "diff_ci_low": float(lo), "diff_ci_high": float(hi),
+                    "ci_half_width": float((hi - lo) / 2)})
+    return pd.DataFrame(out).sort_values(["method", "rf_px"], ascending=[False, True], ignore_index=True)
+
+
+def cheapest_within_interval(paired: pd.DataFrame) -> dict:
+    """The RF choice from paired differences: the best trained architecture (largest mean gain over the reference)
+    and the smallest RF whose mean gain reaches the best's lower interval bound. When the best's interval includes 0,
+    no RF is measurably better than the reference, and the reference (the smallest RF) is the choice.
+
+    Returns {"pick": row, "best": row, "resolved": bool}, rows of ``paired`` (method "unet")."""
+    nets = paired[paired["method"] == "unet"].sort_values(["rf_px", "params"])
+    best = nets.loc[nets["diff_mean"].idxmax()]
+    resolved = bool(best["diff_ci_low"] > 0)
+    pick = nets[nets["diff_mean"] >= best["diff_ci_low"]].iloc[0] if resolved else nets.iloc[0]
+    return {"pick": pick, "best": best, "resolved": resolved}

@@ -70,7 +70,7 @@ FIGURES = {
     "edges": ("zoomed edges, pooled vs dilated network (evals: POOLED DILATED)", ("patches", "evals")),
     "curves": ("training and validation curves", ("models",)),
     "erf": ("effective receptive fields", ("erfs", "models")),
-    "series": ("best RF against particle size and contrast across datasets", ("metrics", "fingerprints")),
+    "series": ("paired dice differences against RF across datasets, beside the paper", ("paired", "fingerprints")),
 }
 
 
@@ -98,5 +98,5 @@ def draw(kind: str, dataset: str, out, **inputs) -> None:
         "edges": lambda: maps.edges(i["patches"], i["evals"][0], i["evals"][1], dataset, out),
         "curves": lambda: training.curves(i["models"], dataset, out),
         "erf": lambda: maps.erf_maps(i["erfs"], i["models"], dataset, out),
-        "series": lambda: rf.series(i["metrics"], i["fingerprints"], out),
+        "series": lambda: rf.series(i["paired"], i["fingerprints"], out),
     }[kind]()

@@ -1,83 +1,174 @@
-"""Stage: which receptive field to use (``rfseg recommend``): from measured sweep results when they exist, else
-from a dataset fingerprint."""
+"""Stage: which receptive field to use (``rfseg recommend``): from the dataset's own sweep when it was measured, else
+from its fingerprint and the nearest set of a measured series, else from the paper.
+
+Every answer names its evidence. A sweep with paired differences (``rfseg paired``) decides by intervals: a larger RF
+is chosen only when its gain over the smallest RF clears its 95 % interval, and then the cheapest RF whose gain
+reaches that interval's lower bound.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rfseg.blocks.models import build_model, receptive_field, sweep
-from rfseg.blocks.stats import smallest_rf_within_one_std
+from rfseg.blocks.stats import cheapest_within_interval, smallest_rf_within_one_std
 from rfseg.errors import UserError
 
-
+#: the measured series shipped with rfseg (configs/series.yaml): its paired differences and fingerprints
+SERIES = Path(__file__).resolve().parents[2] / "resources" / "series"
 HIGH_CONTRAST_STD = 1.0
-# The lowest |amplitude contrast| (background std) that this project's simulated series (configs/series.yaml, README)
-# measured. Its five sets span 0.29-0.77 and 2.4-11 nm particles; on every one the smallest RF was within one seed std
-# of the best. Below this contrast the project has no evidence of its own and uses the paper's rule.
-SERIES_MIN_CONTRAST_STD = 0.29
+#: the paper's plateau: an RF of 8.4 nm sufficed for 5 nm particles on real low-contrast HRTEM
+PAPER_RF_PER_DIAMETER = 1.7
+#: how far beyond the measured series' span a fingerprint may lie and still be judged by its nearest set: 25 % in
+#: particle diameter, 0.05 in lab contrast (about the spread of one set's micrographs)
+SERIES_MARGIN = {"diameter": 0.25, "lab_contrast": 0.05}
+
+
+def _nm(row) -> float | None:
+    return None if pd.isna(row["rf_nm"]) else float(row["rf_nm"])
+
+
+def _gain(row) -> str:
+    return f"{row['diff_mean']:+.3f} [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]"
+
+
+def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
+    """The measured choice on ``dataset`` from its paired differences (:func:`~rfseg.blocks.stats.
+    cheapest_within_interval`), with the evidence in the reason."""
+    nets = paired[(paired["dataset"] == dataset) & (paired["method"] == "unet")]
+    if nets.empty:
+        raise UserError(f"no paired differences for dataset {dataset!r}: run its sweep and 'rfseg paired' first")
+    c = cheapest_within_interval(nets)
+    pick, best = c["pick"], c["best"]
+    ref = best["reference"]
+    span = (f"{int(best['n_micrographs'])} test micrographs x {int(best['n_seeds'])} seeds; hard dice minus {ref}'s, "
+            f"95 % bootstrap interval")
+    if not c["resolved"]:
+        why = (f"no RF is measurably better than the smallest: the best, {best['arch']}, gains {_gain(best)} ({span}), "
+               f"an interval that includes 0; so the cheapest RF, {pick['arch']}")
+    else:
+        why = (f"{best['arch']} gains {_gain(best)} over {ref} ({span}); {pick['arch']} is the smallest RF whose mean "
+               f"gain ({pick['diff_mean']:+.3f}) reaches that interval's lower bound")
+    return {"dataset": dataset, "basis": "measured (paired differences)", "arch": pick["arch"],
+            "rf_px": int(pick["rf_px"]), "rf_nm": _nm(pick), "resolved": c["resolved"], "best_arch": best["arch"],
+            "best_gain": float(best["diff_mean"]), "best_gain_ci": [float(best["diff_ci_low"]),
+                                                                     float(best["diff_ci_high"])],
+            "reason": why}
 
 
 def best_rf(summary: pd.DataFrame, dataset: str, metric: str = "hard_dice") -> dict:
-    """The smallest RF whose mean score is within one standard deviation (over seeds) of the best mean."""
+    """From a sweep summary without paired differences: the smallest RF whose mean score is within one standard
+    deviation (over seeds) of the best mean."""
     choice = smallest_rf_within_one_std(summary, dataset, metric)
     if choice is None:
         raise UserError(f"no network results for dataset {dataset!r} in the summary: run its sweep first")
     pick, top, tol = choice["pick"], choice["top"], choice["tol"]
-    return {"dataset": dataset, "basis": "measured", "arch": pick["arch"], "rf_px": int(pick["rf_px"]),
-            "rf_nm": None if pd.isna(pick["rf_nm"]) else float(pick["rf_nm"]),
-            "score": float(pick[f"{metric}_mean"]), "best_arch": top["arch"],
+    return {"dataset": dataset, "basis": "measured (one seed std)", "arch": pick["arch"], "rf_px": int(pick["rf_px"]),
+            "rf_nm": _nm(pick), "score": float(pick[f"{metric}_mean"]), "best_arch": top["arch"],
             "best_score": float(top[f"{metric}_mean"]), "best_std": tol, "metric": metric,
             "reason": (f"{pick['arch']} (RF {int(pick['rf_px'])} px) scores {pick[f'{metric}_mean']:.3f}, within one "
                        f"seed std ({tol:.3f}) of the best, {top['arch']} at {top[f'{metric}_mean']:.3f}; it is the "
-                       f"smallest such RF, so larger RFs buy nothing measurable on this dataset")}
+                       f"smallest such RF (for intervals, run 'rfseg paired' and pass --paired)")}
 
 
-def from_fingerprint(fp: dict, patch_px: int = 512) -> dict:
+def read_evidence(folder) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(paired differences, fingerprints) of a measured series folder, or None when it has none."""
+    folder = Path(folder)
+    files = folder / "paired.csv", folder / "fingerprints.csv"
+    if not all(f.is_file() for f in files):
+        return None
+    return tuple(pd.read_csv(f) for f in files)
+
+
+def _nearest_set(fp: dict, fingerprints: pd.DataFrame) -> pd.Series | None:
+    """The series set nearest to ``fp`` in (log particle diameter, lab contrast), each scaled by the series' span;
+    None when ``fp`` lies outside that span, widened by :data:`SERIES_MARGIN`, on either axis (the series then says
+    nothing about it)."""
+    d, c = fp.get("diameter_median_nm"), fp.get("lab_contrast")
+    if d is None or c is None or any(isinstance(v, float) and math.isnan(v) for v in (d, c)) or d <= 0:
+        return None
+    logd, lab = np.log(fingerprints["diameter_median_nm"]), fingerprints["lab_contrast"]
+    inside = [lo - margin <= v <= hi + margin for v, lo, hi, margin in (
+        (np.log(d), logd.min(), logd.max(), np.log(1 + SERIES_MARGIN["diameter"])),
+        (c, lab.min(), lab.max(), SERIES_MARGIN["lab_contrast"]))]
+    if not all(inside):
+        return None
+    scale_d = max(np.ptp(logd), np.log(1 + SERIES_MARGIN["diameter"]))
+    scale_c = max(np.ptp(lab), SERIES_MARGIN["lab_contrast"])
+    dist = ((logd - np.log(d)) / scale_d) ** 2 + ((lab - c) / scale_c) ** 2
+    return fingerprints.loc[dist.idxmin()]
+
+
+def from_fingerprint(fp: dict, patch_px: int = 512, evidence=SERIES) -> dict:
     """An RF from a dataset fingerprint, where no sweep has been measured on the data themselves.
 
-    |contrast| >= 1 background std: the smallest RF (the paper and this project's low-res demo agree that the RF
-    barely matters there). From :data:`SERIES_MIN_CONTRAST_STD` to 1: the smallest RF, because that was this
-    project's simulated series' answer on all five sets (the paper found larger RFs help on its real low-contrast
-    data, so the reason says to confirm with a sweep). Below the series' range: the paper's rule, an RF of about
-    1.7 x the median particle diameter (its 8.4 nm plateau for 5 nm particles)."""
+    |amplitude contrast| >= 1 background std: the smallest RF (the paper's low-res result and this project's
+    low-res demo agree that the RF barely matters there). Otherwise, when the fingerprint lies within the span (of
+    particle size and lab contrast) of the measured series in ``evidence``: the choice :func:`from_paired` makes on
+    the nearest set of the series, as an RF in nm. Outside that span the only evidence is the paper's real 5 nm Au: an
+    RF of about :data:`PAPER_RF_PER_DIAMETER` x the median particle diameter (its 8.4 nm plateau)."""
     px = fp.get("pixel_size_nm")
     contrast = fp.get("abs_amplitude_contrast")
     diam = fp.get("diameter_median_nm")
     if contrast is None or math.isnan(contrast):
         raise UserError(f"fingerprint of {fp.get('dataset')} has no amplitude contrast: cannot recommend")
     options = [(receptive_field(build_model(s)), s.name) for s in sweep(2, patch_px)]
+
+    def fitting(rf_nm_target):
+        if not px:
+            raise UserError("this choice sizes the RF in nm: the fingerprint needs a pixel size")
+        fits = [o for o in options if o[0] * px >= 0.9 * rf_nm_target] or [options[-1]]
+        return fits[0]
+
     if contrast >= HIGH_CONTRAST_STD:
         (rf, name), basis = options[0], "fingerprint (paper and this project agree)"
         why = (f"amplitude contrast {contrast:.2f} background std is high: the paper and this project's low-res demo "
                f"found the RF barely matters there, so the smallest RF (sharpest edges, cheapest) is enough")
-    elif contrast >= SERIES_MIN_CONTRAST_STD:
-        (rf, name), basis = options[0], "fingerprint (this project's simulated series)"
-        why = (f"amplitude contrast {contrast:.2f} background std lies in the range of this project's simulated "
-               f"series ({SERIES_MIN_CONTRAST_STD}-0.77 std, 2.4-11 nm particles), where the smallest RF was "
-               f"within one seed std of the best on all five sets; the paper found larger RFs help on its real "
-               f"low-contrast data, so on real micrographs confirm with a sweep (e.g. n2_p22 against n2_p84)")
+        return {"dataset": fp.get("dataset"), "basis": basis, "arch": name, "rf_px": rf,
+                "rf_nm": rf * px if px else None, "reason": why}
+    series = read_evidence(evidence) if evidence else None
+    near = _nearest_set(fp, series[1]) if series else None
+    if near is not None:
+        measured = from_paired(series[0], near["dataset"])
+        if measured["resolved"]:
+            rf, name = fitting(measured["rf_nm"])
+        else:
+            rf, name = options[0]
+        why = (f"particles of {diam:.2g} nm at lab contrast {fp['lab_contrast']:.2f} lie within the measured series; "
+               f"its nearest set, {near['dataset']} ({near['diameter_median_nm']:.2g} nm, lab contrast "
+               f"{near['lab_contrast']:.2f}): {measured['reason']}")
+        if measured["resolved"]:
+            why += f"; here that is an RF of at least {0.9 * measured['rf_nm']:.2g} nm"
+        basis = f"fingerprint (measured series, nearest set {near['dataset']}; simulated data)"
     else:
         if not px or diam is None or math.isnan(diam):
-            raise UserError("low-contrast data need a pixel size and particle diameters to size the RF")
-        target = 1.7 * diam / px
-        fits = [o for o in options if o[0] >= target] or [options[-1]]
-        (rf, name), basis = fits[0], "fingerprint (paper's rule)"
-        why = (f"amplitude contrast {contrast:.2f} background std is below what this project's series measured "
-               f"(from {SERIES_MIN_CONTRAST_STD}); the paper found larger RFs help on low-contrast data until the RF "
-               f"is about 1.7 x the particle size ({1.7 * diam:.2f} nm here)")
+            raise UserError("low-contrast data outside the measured series need a pixel size and particle "
+                            "diameters to size the RF")
+        rf, name = fitting(PAPER_RF_PER_DIAMETER * diam)
+        basis = "fingerprint (the paper's real-data rule; no measured series covers these data)"
+        why = (f"amplitude contrast {contrast:.2f} background std and these particles lie outside the measured "
+               f"series, so the only evidence is the paper's: on real low-contrast 5 nm Au larger RFs helped until the "
+               f"RF was about {PAPER_RF_PER_DIAMETER} x the particle size ({PAPER_RF_PER_DIAMETER * diam:.2f} nm here)")
     return {"dataset": fp.get("dataset"), "basis": basis, "arch": name, "rf_px": rf,
             "rf_nm": rf * px if px else None, "reason": why}
 
 
-def recommend(target: str, results=None, fingerprints=(), patch_px: int = 512) -> dict:
-    """The recommendation for ``target``: a dataset name found in the sweep summary ``results`` (measured), else
-    in the fingerprint files, or a fingerprint CSV itself."""
+def recommend(target: str, results=None, fingerprints=(), paired=(), patch_px: int = 512, evidence=SERIES) -> dict:
+    """The recommendation for ``target``: a dataset name found in the ``paired`` files (measured, by intervals),
+    else in the sweep summary ``results`` (measured, one seed std), else in the fingerprint files; or a fingerprint
+    CSV itself. ``evidence`` is the series folder consulted for fingerprints (None: the paper's rule only)."""
+    for f in [*paired, *([results] if results else [])]:
+        if not Path(f).is_file():
+            raise UserError(f"{f}: results file not found")
+    if paired:
+        table = pd.concat([pd.read_csv(f) for f in paired], ignore_index=True)
+        if target in set(table["dataset"]):
+            return from_paired(table, target)
     if results:
-        if not Path(results).is_file():
-            raise UserError(f"{results}: results file not found")
         summary = pd.read_csv(results)
         if target in set(summary["dataset"]):
             return best_rf(summary, target)
@@ -85,8 +176,8 @@ def recommend(target: str, results=None, fingerprints=(), patch_px: int = 512) -
     rows = [pd.read_csv(f) for f in files if f.is_file()]
     rows = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     if str(target).endswith(".csv") and not rows.empty:
-        return from_fingerprint(rows.iloc[0].to_dict(), patch_px)
+        return from_fingerprint(rows.iloc[0].to_dict(), patch_px, evidence)
     if not rows.empty and target in set(rows["dataset"]):
-        return from_fingerprint(rows[rows["dataset"] == target].iloc[0].to_dict(), patch_px)
-    raise UserError(f"unknown dataset {target!r}: give --results with its sweep, --fingerprints with its "
+        return from_fingerprint(rows[rows["dataset"] == target].iloc[0].to_dict(), patch_px, evidence)
+    raise UserError(f"unknown dataset {target!r}: give --paired or --results with its sweep, --fingerprints with its "
                     f"fingerprint, or a fingerprint CSV")

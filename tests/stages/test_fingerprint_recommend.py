@@ -7,7 +7,7 @@ import pytest
 from rfseg.blocks import artifacts
 from rfseg.stages.patches import make_patches
 from rfseg.stages.preprocess import preprocess
-from rfseg.stages.recommend import best_rf, from_fingerprint
+from rfseg.stages.recommend import best_rf, from_fingerprint, from_paired
 
 
 def _dataset(tmp, name, frames, size):
@@ -54,17 +54,57 @@ def test_best_rf_is_smallest_within_one_std():
          "hard_dice_mean": m, "hard_dice_std": sd}
         for a, rf, m, sd in [("n2_p22", 44, 0.70, 0.01), ("n2_p44", 120, 0.78, 0.02), ("n2_p88", 392, 0.79, 0.02)]])
     b = best_rf(s, "d")
-    assert b["arch"] == "n2_p44" and b["best_arch"] == "n2_p88" and b["basis"] == "measured"
+    assert b["arch"] == "n2_p44" and b["best_arch"] == "n2_p88" and b["basis"] == "measured (one seed std)"
 
 
-@pytest.mark.parametrize("contrast, smallest, basis", [(5.0, True, "agree"), (0.5, True, "series"),
-                                                       (0.1, False, "paper's rule")])
-def test_fingerprint_rule_follows_the_evidence(contrast, smallest, basis):
-    rec = from_fingerprint({"dataset": "x", "pixel_size_nm": 0.05, "abs_amplitude_contrast": contrast,
-                            "diameter_median_nm": 5.0})
-    assert basis in rec["basis"] and (rec["arch"] == "n2_p22") == smallest
-    if not smallest:
-        assert rec["rf_nm"] >= 1.7 * 5.0
+def _paired_rows(ds, gains):
+    """Paired rows of one dataset: (arch, rf_px, mean gain, ci low, ci high), at 0.02 nm/px."""
+    return [{"dataset": ds, "method": "unet", "arch": a, "rf_px": rf, "rf_nm": rf * 0.02, "params": 8074,
+             "reference": "n2_p22", "n_seeds": 2, "n_micrographs": 9, "diff_mean": m, "diff_ci_low": lo,
+             "diff_ci_high": hi} for a, rf, m, lo, hi in gains]
+
+
+@pytest.fixture
+def evidence(tmp_path):
+    """A measured series of two sets: larger RFs resolved ahead on the low-contrast one, unresolved on the other."""
+    folder = tmp_path / "series"
+    folder.mkdir()
+    pd.DataFrame(_paired_rows("low", [("n2_p22", 44, 0, 0, 0), ("n2_p44", 120, 0.05, 0.03, 0.07),
+                                      ("n2_p88", 392, 0.06, 0.04, 0.08)])
+                 + _paired_rows("high", [("n2_p22", 44, 0, 0, 0), ("n2_p44", 120, 0.01, -0.01, 0.03),
+                                         ("n2_p88", 392, -0.02, -0.05, 0.01)])).to_csv(folder / "paired.csv",
+                                                                                         index=False)
+    pd.DataFrame([{"dataset": "low", "diameter_median_nm": 5.0, "lab_contrast": 0.2},
+                  {"dataset": "high", "diameter_median_nm": 5.0, "lab_contrast": 0.6}]).to_csv(
+        folder / "fingerprints.csv", index=False)
+    return folder
+
+
+def test_paired_recommendation_follows_the_intervals(evidence):
+    table = pd.read_csv(evidence / "paired.csv")
+    low, high = from_paired(table, "low"), from_paired(table, "high")
+    assert low["arch"] == "n2_p44" and low["resolved"] and low["best_arch"] == "n2_p88"
+    assert "+0.060 [+0.040, +0.080]" in low["reason"]
+    assert high["arch"] == "n2_p22" and not high["resolved"] and "includes 0" in high["reason"]
+
+
+@pytest.mark.parametrize("contrast, lab, diameter, arch, basis", [
+    (5.0, 0.9, 20.0, "n2_p22", "agree"),                  # high contrast: the smallest RF
+    (0.5, 0.22, 5.5, "n2_p44", "nearest set low"),        # like the set where n2_p44 was resolved ahead
+    (0.5, 0.55, 4.5, "n2_p22", "nearest set high"),       # like the set where no RF was resolved
+    (0.1, 0.05, 5.0, None, "paper's real-data rule"),     # outside the series: the paper
+])
+def test_fingerprint_rule_follows_the_evidence(evidence, contrast, lab, diameter, arch, basis):
+    rec = from_fingerprint({"dataset": "x", "pixel_size_nm": 0.02, "abs_amplitude_contrast": contrast,
+                            "lab_contrast": lab, "diameter_median_nm": diameter}, evidence=evidence)
+    assert basis in rec["basis"]
+    if arch:
+        assert rec["arch"] == arch
+    else:
+        assert rec["rf_nm"] >= 0.9 * 1.7 * diameter and "paper" in rec["reason"]
+    without = from_fingerprint({"dataset": "x", "pixel_size_nm": 0.02, "abs_amplitude_contrast": 0.5,
+                                "lab_contrast": 0.22, "diameter_median_nm": 5.5}, evidence=None)
+    assert "paper's real-data rule" in without["basis"]
 
 
 def test_recommend_cli_measured_and_unknown(cli, tmp_path):
@@ -72,7 +112,7 @@ def test_recommend_cli_measured_and_unknown(cli, tmp_path):
                        "params": 8074, "hard_dice_mean": 0.9, "hard_dice_std": 0.01}])
     s.to_csv(tmp_path / "summary.csv", index=False)
     out = cli("recommend", "d", "--results", tmp_path / "summary.csv", check_rc=0).stdout
-    assert "use n2_p22 (RF 44 px = 4.4 nm) [measured]" in out
+    assert "use n2_p22 (RF 44 px = 4.4 nm) [measured (one seed std)]" in out
     proc = cli("recommend", "nope", "--results", tmp_path / "summary.csv")
     assert proc.returncode == 2 and "unknown dataset 'nope'" in proc.stderr
 
@@ -91,3 +131,10 @@ def test_lab_contrast_reads_darker_particles_as_positive_and_ignores_slow_illumi
     for image in (strong, weak):
         assert abs(lab_contrast(image * illumination, mask) - lab_contrast(image, mask)) < 0.01
     assert lab_contrast(strong, mask) == pytest.approx(-lab_contrast(2000 - strong, mask), abs=0.05)
+
+
+def test_recommend_cli_reads_paired_files(cli, evidence):
+    rec = json.loads(cli("recommend", "low", "--paired", evidence / "paired.csv", "--json", check_rc=0).stdout)
+    assert rec["arch"] == "n2_p44" and rec["basis"] == "measured (paired differences)"
+    proc = cli("recommend", "low", "--paired", evidence / "missing.csv")
+    assert proc.returncode == 2 and "missing.csv: results file not found" in proc.stderr

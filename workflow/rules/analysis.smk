@@ -45,6 +45,33 @@ rule aggregate:
         "rfseg aggregate {params.files:q} --out-rows {output.rows:q} --out {output.summary:q} > {log:q} 2>&1"
 
 
+rule paired:
+    input:
+        patches=L.patches(DS),
+        evals=all_eval_files,
+    output:
+        paired=report(
+            L.paired(DS),
+            caption="../report/paired.rst",
+            category="Tables",
+        ),
+        per_micrograph=L.per_micrograph(DS),
+    log:
+        L.log("paired", DS),
+    conda:
+        "../envs/rfseg.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        evals=lambda wc: all_evals(wc.dataset),
+        code=CODE["paired"],
+    shell:
+        "rfseg paired --dataset {wildcards.dataset} --patches {input.patches:q} --evals {params.evals:q}"
+        " --out {output.paired:q} --per-micrograph {output.per_micrograph:q} > {log:q} 2>&1"
+
+
 rule erf:
     input:
         model=MODEL["weights"],

@@ -41,6 +41,7 @@ CODE = {
         "dataset-table",
         "predict",
         "fingerprint",
+        "paired",
     ]
 }
 
@@ -83,6 +84,19 @@ def example_eval_files(wc):
         for d in PLAN.example_evals(wc.dataset)
         for k, v in eval_files(d).items()
         if k in ("metrics", "probabilities")
+    ]
+
+
+def all_evals(ds):
+    """Evaluation folders of a dataset: every trained network and seed, then every published network."""
+    return PLAN.eval_dirs(ds) + PLAN.published_eval_dirs(ds)
+
+
+def all_eval_files(wc):
+    return [
+        str(eval_files(d)[k])
+        for d in all_evals(wc.dataset)
+        for k in ("metrics", "probabilities")
     ]
 
 

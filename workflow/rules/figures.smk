@@ -177,8 +177,8 @@ rule figure_erf:
 
 rule figure_series:
     input:
-        metrics=L.metrics(),
         fingerprints=[L.fingerprint(ds) for ds in DATASETS],
+        paired=[L.paired(ds) for ds in DATASETS],
     output:
         png=report(
             L.series_figure(),
@@ -193,5 +193,5 @@ rule figure_series:
     params:
         code=CODE["figure"],
     shell:
-        "rfseg figure series --dataset all --metrics {input.metrics:q} --fingerprints {input.fingerprints:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        "rfseg figure series --dataset all --fingerprints {input.fingerprints:q}"
+        " --paired {input.paired:q} --out {output.png:q} > {log:q} 2>&1"

@@ -1,0 +1,76 @@
+"""Stage: paired differences between receptive fields on one dataset (``rfseg paired``).
+
+Every evaluation of the dataset (trained networks and published ones) is scored per test micrograph: the mean
+per-patch hard dice over that micrograph's test patches. Each architecture's score minus the smallest RF's, for the
+same seed and the same micrographs, is then averaged, with a bootstrap interval over micrographs and seeds
+(:func:`rfseg.blocks.stats.paired_differences`). Seed-to-seed and micrograph-to-micrograph variation that all
+architectures share cancels in the difference, which is what lets a few seeds resolve an RF effect.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rfseg.blocks import artifacts, io, metrics
+from rfseg.blocks.stats import KEYS, paired_differences, reference_arch
+from rfseg.errors import UserError
+
+
+def micrograph_scores(patch_dir, eval_dirs) -> pd.DataFrame:
+    """One row per evaluation and test micrograph: the keys of the evaluation's metrics row, ``seed`` (a published
+    network's member name stands for its seed), ``micrograph`` (the source image), ``n_patches`` and ``score``
+    (mean per-patch hard dice, the paper's smoothing)."""
+    index = artifacts.read_patch_index(patch_dir)
+    test = index[index["split"] == "test"].sort_values("index_in_split")
+    _, masks = artifacts.load_split(patch_dir, "test")
+    if len(test) != len(masks):
+        raise UserError(f"{patch_dir}: the patch index lists {len(test)} test patches but the split holds "
+                        f"{len(masks)}: rerun 'rfseg patches'")
+    sources = test["source_image"].to_numpy()
+    rows = []
+    for folder in eval_dirs:
+        row, prob = artifacts.read_eval(folder)
+        if prob.shape != masks.shape:
+            raise UserError(f"{folder}: its probabilities {prob.shape} do not match the test patches {masks.shape} "
+                            f"of {patch_dir}: rerun 'rfseg evaluate' on these patches")
+        dice = metrics.dice_per_patch(prob > 0.5, masks.astype(bool))
+        seed = row.get("member") if row["method"] == "published" else row["seed"]
+        keys = {k: row[k] for k in KEYS if k in row.index}
+        for source in dict.fromkeys(sources):
+            here = sources == source
+            rows.append({**keys, "seed": str(seed), "micrograph": str(source), "n_patches": int(here.sum()),
+                         "score": float(np.mean(dice[here]))})
+    return pd.DataFrame(rows)
+
+
+def paired(patch_dir, eval_dirs, dataset: str, out, per_micrograph_out=None, reference: str | None = None,
+           resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Write ``out``: per architecture (and published network), the mean hard dice per test micrograph minus the
+    reference's (default: the smallest RF) with a 95 % bootstrap interval over micrographs and seeds; and, with
+    ``per_micrograph_out``, the scores it was computed from. Returns the table."""
+    if not eval_dirs:
+        raise UserError(f"dataset {dataset}: no evaluation folders given")
+    scores = micrograph_scores(patch_dir, eval_dirs)
+    if scores.empty:
+        raise UserError(f"{patch_dir}: no test micrographs to compare on")
+    wrong = set(scores["dataset"]) - {dataset}
+    if wrong:
+        raise UserError(f"the evaluations given belong to {', '.join(sorted(wrong))}, not {dataset}: pass the "
+                        f"evaluation folders of {dataset}")
+    nets = scores[scores["method"] == "unet"]
+    if reference is None:
+        if nets.empty:
+            raise UserError(f"dataset {dataset}: no trained network among the evaluations to compare against")
+        reference = reference_arch(nets)
+    elif reference not in set(nets["arch"]):
+        raise UserError(f"--reference {reference}: not among the trained networks evaluated on {dataset} "
+                        f"({', '.join(sorted(set(nets['arch'])))})")
+    try:
+        table = paired_differences(scores, reference, resamples=resamples, seed=seed)
+    except ValueError as e:
+        raise UserError(f"dataset {dataset}: {e}: evaluate every model on the same test patches") from None
+    if per_micrograph_out:
+        io.write_csv(scores, per_micrograph_out)
+    io.write_csv(table, out)
+    return table
