@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from rfseg.blocks import artifacts
 from rfseg.blocks.particles import size_statistics
@@ -25,8 +26,9 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
-def make_patch_dir(root, n=(24, 8, 8), size=48, pixel_size_nm=0.1, seed=0):
-    """A patch folder (through rfseg.blocks.artifacts): dark noisy background with one brighter disk per patch."""
+def make_patch_dir(root, n=(24, 8, 8), size=48, pixel_size_nm=0.1, seed=0, per_micrograph=None):
+    """A patch folder (through rfseg.blocks.artifacts): dark noisy background with one brighter disk per patch; with
+    ``per_micrograph``, a patch index too, that many consecutive patches of a split per source micrograph."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     splits = {}
@@ -39,9 +41,14 @@ def make_patch_dir(root, n=(24, 8, 8), size=48, pixel_size_nm=0.1, seed=0):
             masks.append(m.astype(np.uint8))
         splits[split] = (np.stack(imgs), np.stack(masks))
     sizes = {split: size_statistics(masks.astype(bool), pixel_size_nm) for split, (_, masks) in splits.items()}
+    index = None
+    if per_micrograph:
+        index = pd.DataFrame([{"split": split, "index_in_split": i, "source_image": f"{split}{i // per_micrograph}.tif",
+                               "group": f"{split}{i // per_micrograph}", "row_px": 0, "col_px": 0}
+                              for split, count in zip(artifacts.SPLITS, n) for i in range(count)])
     artifacts.write_patch_folder(root, splits, {"dataset": "toy", "patch_size_px": size,
                                                 "pixel_size_nm": pixel_size_nm, "min_particle_px": 0,
-                                                "n_images": sum(n), "particle_sizes": sizes})
+                                                "n_images": sum(n), "particle_sizes": sizes}, index)
     return Path(root)
 
 

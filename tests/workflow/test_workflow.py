@@ -24,7 +24,7 @@ def _dry(wd, configfile=None):
 AFTER_METRICS = {"aggregate": 1, "figure_dice_vs_rf": 1, "figure_sizes": 1, "figure_dilation": 1, "predict": 1,
                  "all": 1}
 AFTER_FOURIER = {"fourier": 1, "fn_overlap": 1, "figure_false_negatives": 1}
-NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1}
+NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1, "paired": 1}
 
 
 @pytest.mark.slow
@@ -42,6 +42,14 @@ def test_outputs_and_nothing_left_to_do(done_workflow):
     published = summary[summary["method"] == "published"]
     assert list(published["arch"]) == ["au-2.2nm-423e"] and published["n_seeds"].item() == 1
     assert 0 <= published["hard_dice_mean"].item() <= 1
+    paired = pd.read_csv(wd / "results/tiny/paired.csv").set_index("arch")
+    assert sorted(paired.index) == ["au-2.2nm-423e", "n2_p22", "n2_p22_d112", "n2_p24"]
+    assert (paired["reference"] == "n2_p22").all() and paired.loc["n2_p22", "diff_mean"] == 0
+    for arch in ("n2_p24", "n2_p22_d112"):
+        assert paired.loc[arch, "diff_ci_low"] <= paired.loc[arch, "diff_mean"] <= paired.loc[arch, "diff_ci_high"]
+    per = pd.read_csv(wd / "results/tiny/per_micrograph.csv")
+    assert set(per["arch"]) == set(paired.index) and per["score"].between(0, 1).all()
+    assert per.groupby("arch")["micrograph"].nunique().eq(paired["n_micrographs"].iloc[0]).all()
 
 
 @pytest.mark.slow
@@ -63,9 +71,9 @@ def test_every_figure_is_drawn_and_in_the_report(done_workflow):
     for name in names:
         assert f"{name}.png" in html
     assert "Dice vs receptive field" in html
-    for table in ("datasets.csv", "fingerprint.csv"):  # the tables, with their captions
+    for table in ("datasets.csv", "fingerprint.csv", "paired.csv"):  # the tables, with their captions
         assert table in html, table
-    for caption in ("datasets", "fingerprint", "dice_vs_rf", "training_curves"):
+    for caption in ("datasets", "fingerprint", "paired", "dice_vs_rf", "training_curves"):
         first_words = " ".join((wd / f"workflow/report/{caption}.rst").read_text().split()[:4])
         assert first_words in html, (caption, first_words)
 
@@ -178,7 +186,8 @@ def test_series_config_plans_one_sweep_per_point(tmp_path):
     wd = scratch_copy(tmp_path, config="configs/series.yaml")
     counts, _ = _dry(wd)
     assert counts["simulate"] == 5 and counts["fingerprint"] == 5 and counts["figure_series"] == 1
-    assert counts["train"] == 5 * 3 * 3 and "predict" not in counts
+    assert counts["train"] == 5 * 3 * 2 and "predict" not in counts
+    assert counts["paired"] == 5 and counts["evaluate_published"] == 1 + 1 + 5 + 1 + 1
 
 
 @pytest.mark.slow
@@ -210,10 +219,14 @@ def test_reduced_series_runs_end_to_end(tmp_path):
     assert sorted(trained.groupby(["dataset", "arch"]).size().index) == [(d, a) for d in sorted(sets)
                                                                          for a in ("n2_p22", "n2_p24")]
     assert trained["hard_dice_mean"].between(0, 1).all()
-    for ds in sets:  # simulated 1.5-2.5 nm particles at 0.0196 nm/px, measured back from the masks
+    for ds in sets:  # simulated 1.5-2.5 nm particles at 0.02 nm/px, measured back from the masks
         fp = pd.read_csv(wd / f"results/series/{ds}/fingerprint.csv").iloc[0]
-        assert fp["pixel_size_nm"] == pytest.approx(0.0196) and fp["particles"] > 0
+        assert fp["pixel_size_nm"] == pytest.approx(0.02) and fp["particles"] > 0
         assert 1.2 < fp["diameter_median_nm"] < 3.0 and np.isfinite(fp["abs_amplitude_contrast"])
+        paired = pd.read_csv(wd / f"results/series/{ds}/paired.csv")
+        assert set(paired["method"]) == {"unet", "published"} and (paired["reference"] == "n2_p22").all()
+        assert paired["diff_ci_low"].le(paired["diff_mean"]).all() and paired["diff_mean"].le(
+            paired["diff_ci_high"]).all()
 
 
 def _kill_everything_in(wd):
