@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: setup run test test-fast report readme-figure pretrained clean
+.PHONY: setup run test test-fast report readme-figure pretrained series-evidence clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,16 @@ pretrained: $(STAMP)
 # The demo's main figure shown in README.md (regenerated from the demo results).
 readme-figure: run
 	mkdir -p docs && cp results/figures/hrtem/dice_vs_rf.png docs/demo_dice_vs_rf_hrtem.png
+
+# The measured series that `rfseg recommend` consults for datasets known only by their fingerprint
+# (resources/series), collected from a finished run of configs/series.yaml.
+SERIES ?= results/series
+series-evidence: $(STAMP)
+	mkdir -p resources/series
+	$(BIN)/python -c "import glob, sys, pandas as pd; \
+	pd.concat([pd.read_csv(f) for f in sorted(glob.glob(sys.argv[1] + '/*/paired.csv'))]).to_csv(sys.argv[2] + '/paired.csv', index=False); \
+	pd.concat([pd.read_csv(f) for f in sorted(glob.glob(sys.argv[1] + '/*/fingerprint.csv'))]).to_csv(sys.argv[2] + '/fingerprints.csv', index=False)" \
+	$(SERIES) resources/series
 
 # Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another).
 TEST_WORKERS ?= auto

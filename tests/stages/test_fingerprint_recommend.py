@@ -91,6 +91,7 @@ def test_paired_recommendation_follows_the_intervals(evidence):
 @pytest.mark.parametrize("contrast, lab, diameter, arch, basis", [
     (5.0, 0.9, 20.0, "n2_p22", "agree"),                  # high contrast: the smallest RF
     (0.5, 0.22, 5.5, "n2_p44", "nearest set low"),        # like the set where n2_p44 was resolved ahead
+    (1.5, 0.22, 5.5, "n2_p44", "nearest set low"),        # the series' evidence before the contrast rule
     (0.5, 0.55, 4.5, "n2_p22", "nearest set high"),       # like the set where no RF was resolved
     (0.1, 0.05, 5.0, None, "paper's real-data rule"),     # outside the series: the paper
 ])
