@@ -51,6 +51,8 @@ def paired(patch_dir, eval_dirs, dataset: str, out, per_micrograph_out=None, ref
     ``per_micrograph_out``, the scores it was computed from. Returns the table."""
     if not eval_dirs:
         raise UserError(f"dataset {dataset}: no evaluation folders given")
+    if resamples < 100:
+        raise UserError(f"--resamples {resamples}: a 95 % interval needs at least 100 bootstrap resamples")
     scores = micrograph_scores(patch_dir, eval_dirs)
     if scores.empty:
         raise UserError(f"{patch_dir}: no test micrographs to compare on")

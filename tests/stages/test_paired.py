@@ -47,6 +47,8 @@ def test_paired_bad_input(cli, tmp_path):
                        tmp_path / "o.csv"), "belong to elsewhere, not toy")
     one_line_error(cli("paired", "--dataset", "toy", "--patches", patches, "--evals", good, "--reference", "n2_p88",
                        "--out", tmp_path / "o.csv"), "--reference n2_p88: not among the trained networks")
+    one_line_error(cli("paired", "--dataset", "toy", "--patches", patches, "--evals", good, "--resamples", 5,
+                       "--out", tmp_path / "o.csv"), "--resamples 5: a 95 % interval needs at least 100")
     one_line_error(cli("paired", "--dataset", "toy", "--patches", patches, "--evals", tmp_path / "none", "--out",
                        tmp_path / "o.csv"), "metrics.csv: input missing")
     small = make_patch_dir(tmp_path / "q", n=(4, 2, 2), per_micrograph=2)
