@@ -85,28 +85,58 @@ def closure(*names: str, root: Path = ROOT, toplevel_only: bool = False) -> list
     return sorted(seen)
 
 
-def _normalised_source(path: Path) -> str:
-    tree = ast.parse(path.read_text(), filename=str(path))
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
                 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _normalised_source(path: Path) -> str:
+    return ast.dump(_strip_docstrings(ast.parse(path.read_text(), filename=str(path))), include_attributes=False)
+
+
+def _cli_view(path: Path, stage_module: str) -> str:
+    """The command line's source as the commands calling ``stage_module`` see it: without the option and run
+    functions of every other command, and with only their own entries in the command table (``_SUBCOMMANDS``), so
+    that adding or editing another command does not rerun their jobs. Shared helpers count for every command."""
+    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    table = next((n for n in tree.body if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", None) == "_SUBCOMMANDS" for t in n.targets)), None)
+    if table is None:
+        return ast.dump(tree, include_attributes=False)
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+    def own_functions(entry):  # the add function named in the entry and the run function it sets as func=
+        add = entry.elts[2].id
+        runs = {kw.value.id for node in ast.walk(functions[add]) if isinstance(node, ast.Call)
+                for kw in node.keywords if kw.arg == "func" and isinstance(kw.value, ast.Name)}
+        return {add} | runs
+
+    mine = [e for e in table.value.elts if e.elts[1].value == stage_module]
+    keep = set().union(*map(own_functions, mine)) if mine else set()
+    other = set().union(*(own_functions(e) for e in table.value.elts if e not in mine)) - keep
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name in other)]
+    table.value.elts = mine
     return ast.dump(tree, include_attributes=False)
 
 
 @lru_cache(maxsize=None)
-def _file_digest(path: Path, mtime_ns: int) -> str:
-    return hashlib.sha256(_normalised_source(path).encode()).hexdigest()
+def _file_digest(path: Path, mtime_ns: int, stage_module: str | None = None) -> str:
+    text = _cli_view(path, stage_module) if stage_module else _normalised_source(path)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _digest(modules, root: Path) -> str:
+def _digest(modules, root: Path, stage_module: str | None = None) -> str:
     h = hashlib.sha256()
     for name in modules:
         path = module_file(name, root)
         h.update(name.encode())
-        h.update(_file_digest(path, path.stat().st_mtime_ns).encode())
+        view = stage_module if name == f"{PACKAGE}.cli" else None
+        h.update(_file_digest(path, path.stat().st_mtime_ns, view).encode())
     return h.hexdigest()[:12]
 
 
@@ -122,5 +152,6 @@ def command_modules(stage_module: str, root: Path = ROOT) -> list[str]:
 
 
 def command_fingerprint(stage_module: str, root: Path = ROOT) -> str:
-    """Fingerprint of the code a command calling ``stage_module`` runs; the workflow gives it to every job."""
-    return _digest(command_modules(stage_module, root), root)
+    """Fingerprint of the code a command calling ``stage_module`` runs; the workflow gives it to every job. Of the
+    command line itself only what those commands run counts (:func:`_cli_view`)."""
+    return _digest(command_modules(stage_module, root), root, stage_module)

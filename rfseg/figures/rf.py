@@ -139,13 +139,15 @@ def series(paired_csvs, fingerprint_csvs, out) -> None:
         raise UserError(f"{paired_csvs[0]}: no trained networks in the paired differences")
     rf_col, unit = ("rf_nm", "nm") if nets["rf_nm"].notna().all() else ("rf_px", "px")
     fig, (dx, ax) = plt.subplots(1, 2, figsize=(13, 4.8))
-    for i, (ds, df) in enumerate(nets.groupby("dataset", sort=False)):
+    groups = list(nets.groupby("dataset", sort=False))
+    for i, (ds, df) in enumerate(groups):
         df, color = df.sort_values(rf_col), PALETTE[i % len(PALETTE)]
+        dodge = 1 + 0.025 * (i - (len(groups) - 1) / 2)  # side by side on the log axis, so the intervals stay legible
         label = ds
         if ds in fps.index and pd.notna(fps.loc[ds].get("diameter_median_nm")):
             label += f" ({fps.loc[ds, 'diameter_median_nm']:.2g} nm, lab contrast {fps.loc[ds, 'lab_contrast']:.2f})"
         err = [df["diff_mean"] - df["diff_ci_low"], df["diff_ci_high"] - df["diff_mean"]]
-        dx.errorbar(df[rf_col], df["diff_mean"], yerr=err, marker="o", capsize=3, color=color, label=label)
+        dx.errorbar(df[rf_col] * dodge, df["diff_mean"], yerr=err, marker="o", capsize=3, color=color, label=label)
         ax.plot(df[rf_col], df["score_mean"], marker="o", color=color, label=ds)
         pub = paired[(paired["dataset"] == ds) & (paired["method"] == "published")]
         if not pub.empty:

@@ -139,3 +139,18 @@ def test_recommend_cli_reads_paired_files(cli, evidence):
     assert rec["arch"] == "n2_p44" and rec["basis"] == "measured (paired differences)"
     proc = cli("recommend", "low", "--paired", evidence / "missing.csv")
     assert proc.returncode == 2 and "missing.csv: results file not found" in proc.stderr
+
+
+def test_shipped_series_is_complete_and_answers_for_its_own_sets():
+    """resources/series (make series-evidence): every set has a fingerprint and paired rows against its smallest RF,
+    and a fingerprint equal to a set's is answered from that set's own intervals."""
+    from rfseg.stages.recommend import SERIES, read_evidence
+
+    paired, fps = read_evidence(SERIES)
+    assert set(fps["dataset"]) == set(paired["dataset"]) and len(fps) >= 5
+    for ds, rows in paired.groupby("dataset"):
+        ref = rows[rows["arch"] == rows["reference"]]
+        assert len(ref) == 1 and ref["diff_mean"].item() == 0 and set(rows["method"]) == {"unet", "published"}
+        rec = from_fingerprint(fps[fps["dataset"] == ds].iloc[0].to_dict())
+        assert f"nearest set {ds}" in rec["basis"]
+        assert rec["arch"] == from_paired(paired, ds)["arch"]  # same pixel size: the same network

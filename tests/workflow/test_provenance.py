@@ -12,10 +12,10 @@ from support import job_counts, snakemake
 ALL_RULES = {"architectures", "simulate", "simulate_for_predict", "preprocess", "patches", "train", "evaluate",
              "erf", "aggregate", "fourier", "fn_overlap", "fingerprint", "dataset_table", "figure_dice_vs_rf",
              "figure_sizes", "figure_dilation", "figure_edges", "figure_examples", "figure_false_negatives",
-             "figure_curves", "figure_erf", "predict", "evaluate_published", "all"}
+             "figure_curves", "figure_erf", "predict", "evaluate_published", "paired", "all"}
 FIGURES = {r for r in ALL_RULES if r.startswith("figure_")}
 AFTER_EVALUATE = {"aggregate", "fn_overlap", "figure_sizes", "figure_examples", "figure_edges",
-                  "figure_false_negatives", "figure_dice_vs_rf", "figure_dilation", "predict", "all"}
+                  "figure_false_negatives", "figure_dice_vs_rf", "figure_dilation", "predict", "paired", "all"}
 AFTER_TRAIN = {"evaluate", "erf", "figure_curves", "figure_erf"} | AFTER_EVALUATE
 AFTER_PATCHES = ALL_RULES - {"architectures", "simulate", "simulate_for_predict", "preprocess", "patches"}
 
@@ -72,6 +72,32 @@ def test_docstrings_and_comments_do_not_change_a_fingerprint(tmp_path):
     assert provenance.command_fingerprint(COMMANDS["train"], root) == before
     _edit_one_function(f)
     assert provenance.command_fingerprint(COMMANDS["train"], root) != before
+
+
+def test_the_command_line_counts_per_command(tmp_path):
+    """Editing one command's functions in rfseg/cli.py reruns only its jobs; adding a command reruns none; a shared
+    helper counts for every command."""
+    import shutil
+
+    root = tmp_path / "rfseg"
+    shutil.copytree(provenance.ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    cli = root / "cli.py"
+    original = cli.read_text()
+
+    def fingerprints():
+        return {c: provenance.command_fingerprint(m, root) for c, m in COMMANDS.items()}
+
+    before = fingerprints()
+    cli.write_text(original.replace("def _run_predict(args):\n", "def _run_predict(args):\n    _edited = 1\n", 1))
+    changed = {c for c, f in fingerprints().items() if f != before[c]}
+    assert changed == {"predict"}
+    cli.write_text(original.replace("_SUBCOMMANDS = [\n", "def _add_extra(p):\n    p.set_defaults(func=_run_extra)"
+                                    "\n\n\ndef _run_extra(args):\n    print(args)\n\n\n_SUBCOMMANDS = [\n    ('extra', "
+                                    "'rfseg.stages.extra', _add_extra, 'a new command'),\n", 1))
+    assert fingerprints() == before
+    cli.write_text(original.replace("def _opt(p, flag, fn, name=None, help=\"\", **kw):\n",
+                                    "def _opt(p, flag, fn, name=None, help=\"\", **kw):\n    _edited = 1\n", 1))
+    assert all(f != before[c] for c, f in fingerprints().items())
 
 
 def test_closures_follow_the_real_imports():
