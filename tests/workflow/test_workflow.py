@@ -186,7 +186,8 @@ def test_series_config_plans_one_sweep_per_point(tmp_path):
     wd = scratch_copy(tmp_path, config="configs/series.yaml")
     counts, _ = _dry(wd)
     assert counts["simulate"] == 5 and counts["fingerprint"] == 5 and counts["figure_series"] == 1
-    assert counts["train"] == 5 * 3 * 2 and "predict" not in counts
+    seeds = len(yaml.safe_load((wd / "configs/series.yaml").read_text())["training"]["seeds"])
+    assert seeds >= 3 and counts["train"] == 5 * 3 * seeds and "predict" not in counts
     assert counts["paired"] == 5 and counts["evaluate_published"] == 1 + 1 + 5 + 1 + 1
 
 
