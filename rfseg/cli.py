@@ -230,7 +230,7 @@ def _run_patches(args):
 def _add_train(p):
     from rfseg.blocks.augment import AUGMENTS
     from rfseg.blocks.runtime import DEVICES, PRECISIONS
-    from rfseg.stages.train import HEAD_BIASES, TrainConfig, train
+    from rfseg.stages.train import HEAD_BIASES, HEAD_INITS, LR_SCHEDULES, TrainConfig, train
 
     p.add_argument("--patches", required=True, help="folder written by 'rfseg patches'")
     p.add_argument("--arch", required=True, help="canonical architecture name, e.g. n2_p44")
@@ -251,6 +251,10 @@ def _add_train(p):
          help="initial bias of the output layer: prior = log of the training masks' class fractions; zero = the paper")
     _opt(p, "--head-bias-lr-scale", TrainConfig, type=_positive_float,
          help="learning rate of the output layer's bias relative to --lr (1 = the paper)")
+    _opt(p, "--head-init", TrainConfig, choices=list(HEAD_INITS),
+         help="initial weights of the output layer: small: N(0, 0.01^2), near-zero logits; kaiming: the paper")
+    _opt(p, "--lr-schedule", TrainConfig, choices=LR_SCHEDULES,
+         help="constant (the paper) or cosine: every learning rate decays along half a cosine to 0 at the end")
     _opt(p, "--checkpoint", train, help="per-epoch checkpoint for exact resume (default: OUT/checkpoint.pt)")
     _opt(p, "--threads", train, type=int, help="CPU threads")
     _opt(p, "--dataset", train, help="dataset name, recorded in model.json")
@@ -262,7 +266,8 @@ def _run_train(args):
     from rfseg.stages.train import TrainConfig, train
 
     cfg = TrainConfig(**_given(args, "epochs", "batch_size", "lr", "augment", "precision", "channels_last",
-                               "device", "early_stopping_patience", "select", "head_bias", "head_bias_lr_scale"))
+                               "device", "early_stopping_patience", "select", "head_bias", "head_bias_lr_scale",
+                               "head_init", "lr_schedule"))
     print(f"training {args.arch} seed {args.seed} on {args.patches}", flush=True)
     meta = train(args.patches, args.out, args.arch, args.seed, cfg, **_given(args, "checkpoint", "threads",
                                                                             "dataset"))

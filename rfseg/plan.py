@@ -329,6 +329,7 @@ class Plan:
             ("--no-channels-last", not t["channels_last"]), ("--device", self.config["compute"]["device"]),
             ("--early-stopping", t.get("early_stopping_patience")), ("--select", t["select"]),
             ("--head-bias", t.get("head_bias")), ("--head-bias-lr-scale", t.get("head_bias_lr_scale")),
+            ("--head-init", t.get("head_init")), ("--lr-schedule", t.get("lr_schedule")),
         ])
 
     def evaluate_flags(self) -> str:

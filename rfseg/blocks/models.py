@@ -275,18 +275,23 @@ def _param_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def init_weights(model: nn.Module, seed: int) -> None:
+def init_weights(model: nn.Module, seed: int, head_std: float | None = None) -> None:
     """Kaiming (He) init of every conv, each from its own generator seeded by (seed, parameter name).
 
     The initial weights then do not depend on the order in which layers are built, so architectures that differ
-    only in pooling or dilation start from identical weights for the same seed.
+    only in pooling or dilation start from identical weights for the same seed. ``head_std``: draw the 1x1 output
+    layer's weights from N(0, head_std²) instead (RetinaNet's classification head uses 0.01), so that every seed
+    starts with near-zero logits.
     """
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             g = torch.Generator().manual_seed(_param_seed(seed, name))
             with torch.no_grad():
                 w = torch.empty_like(m.weight, device="cpu")
-                nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g)
+                if name == "head" and head_std is not None:
+                    nn.init.normal_(w, 0.0, head_std, generator=g)
+                else:
+                    nn.init.kaiming_normal_(w, nonlinearity="relu", generator=g)
                 m.weight.copy_(w)
                 if m.bias is not None:
                     m.bias.zero_()
@@ -309,10 +314,10 @@ def set_head_prior(model: ResidualUNet, class_fractions) -> None:
         model.head.bias.copy_((p.log() - p.log().mean()).to(model.head.bias.dtype))
 
 
-def build_model(spec: ArchSpec, seed: int | None = None) -> ResidualUNet:
+def build_model(spec: ArchSpec, seed: int | None = None, head_std: float | None = None) -> ResidualUNet:
     model = ResidualUNet(spec)
     if seed is not None:
-        init_weights(model, seed)
+        init_weights(model, seed, head_std)
     return model
 
 

@@ -31,12 +31,15 @@ from rfseg.errors import UserError
 #: after the checkpoint of this epoch the process waits for a signal (tests interrupt training at a known point)
 PAUSE_ENV = "RFSEG_PAUSE_AFTER_EPOCH"
 HEAD_BIASES = ("prior", "zero")
+LR_SCHEDULES = ("constant", "cosine")
+HEAD_INITS = {"kaiming": None, "small": 0.01}  # std of the output layer's initial weights (None: Kaiming, the paper)
 
 
 @dataclass
 class TrainConfig:
-    """Training settings. The defaults are the paper's (cross-entropy, Adam, Kaiming init) except the head's bias:
-    ``head_bias="zero"`` and ``head_bias_lr_scale=1`` give the paper's exactly (see the README, seed stability)."""
+    """Training settings. The defaults are the paper's (cross-entropy, Adam, Kaiming init) except the output layer's:
+    ``head_bias="zero"``, ``head_bias_lr_scale=1`` and ``head_init="kaiming"`` give the paper's exactly (see the
+    README, seed stability)."""
 
     epochs: int = 100
     batch_size: int = 32
@@ -49,6 +52,8 @@ class TrainConfig:
     select: str = "last"  # which weights become model.pt: "last" (the paper) or "best" (by val dice)
     head_bias: str = "prior"  # "prior": log of the training masks' class fractions; "zero": the paper
     head_bias_lr_scale: float = 30.0  # Adam learning rate of the head's bias relative to lr (1: the paper)
+    head_init: str = "small"  # output-layer weights: "small": N(0, 0.01²); "kaiming": the paper
+    lr_schedule: str = "constant"  # "constant" (the paper) or "cosine": decays to 0 over the epochs
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -60,11 +65,25 @@ class TrainConfig:
             raise UserError(f"select (--select) must be last or best, got {self.select!r}")
         if self.head_bias not in HEAD_BIASES:
             raise UserError(f"head bias (--head-bias) must be one of {', '.join(HEAD_BIASES)}, got {self.head_bias!r}")
+        if self.head_init not in HEAD_INITS:
+            raise UserError(f"head init (--head-init) must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"learning-rate schedule (--lr-schedule) must be one of {', '.join(LR_SCHEDULES)}, got "
+                            f"{self.lr_schedule!r}")
         if not self.head_bias_lr_scale > 0:
             raise UserError(f"the head-bias learning-rate scale (--head-bias-lr-scale) must be positive, got "
                             f"{self.head_bias_lr_scale}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise UserError("early-stopping patience (--early-stopping) must be at least 1 epoch")
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning rate of (0-based) ``epoch`` relative to the configured one: 1 throughout for ``constant``; for
+    ``cosine``, half a cosine from 1 at the first epoch towards 0 after the last (PyTorch's CosineAnnealingLR with
+    T_max = epochs, stepped per epoch). A function of the epoch alone, so a resumed run sets the same rates."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return 1.0
 
 
 def run_identity(spec: ArchSpec, cfg: TrainConfig, seed: int, patch_summary: dict, arrays) -> str:
@@ -144,7 +163,7 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
     x_val = x_val[:, None].to(device).contiguous(memory_format=memfmt)
     y_val = y_val.long().to(device)
 
-    model = build_model(spec, seed=seed)
+    model = build_model(spec, seed=seed, head_std=HEAD_INITS[cfg.head_init])
     if cfg.head_bias == "prior":
         particle_share = float(np.count_nonzero(arrays[1])) / arrays[1].size
         set_head_prior(model, [1 - particle_share, particle_share])
@@ -152,6 +171,7 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
     rest = [p for name, p in model.named_parameters() if name != "head.bias"]
     opt = torch.optim.Adam([{"params": rest}, {"params": [model.head.bias], "lr": cfg.lr * cfg.head_bias_lr_scale}],
                            lr=cfg.lr)
+    base_lrs = [group["lr"] for group in opt.param_groups]
     dtype = autocast_dtype(cfg.precision, device)
     amp = autocast_factory(device, dtype)
     identity = run_identity(spec, cfg, seed, summary, arrays)
@@ -175,6 +195,8 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
                 print(f"early stopping: no val-dice gain for {patience} epochs", flush=True)
                 break
             t0 = time.perf_counter()
+            for group, base_lr in zip(opt.param_groups, base_lrs):
+                group["lr"] = base_lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
             model.train()
             idx, ks = epoch_plan(seed, epoch, len(x_train), cfg.augment)
             idx = idx.to(device)  # the transform ids stay on the host: choosing per-transform groups needs no sync
@@ -191,9 +213,10 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
                                 f"lower training.lr (--lr)")
             val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
             t_val = time.perf_counter()
-            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                            "val_dice": val_dice, "seconds": t_val - t0, "setup_seconds": t_plan - t0,
-                            "steps_seconds": t_steps - t_plan, "validation_seconds": t_val - t_steps})
+            history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
+                            "val_loss": val_loss, "val_dice": val_dice, "seconds": t_val - t0,
+                            "setup_seconds": t_plan - t0, "steps_seconds": t_steps - t_plan,
+                            "validation_seconds": t_val - t_steps})
             print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} val_dice "
                   f"{val_dice:.4f} ({history[-1]['seconds']:.1f} s)", flush=True)
             if val_dice > best[0]:

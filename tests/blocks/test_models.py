@@ -143,6 +143,23 @@ def test_head_prior_predicts_the_class_shares_where_the_features_are_zero():
         set_head_prior(model, [0.5, 0.3, 0.2])
 
 
+def test_small_head_init_starts_every_seed_near_the_prior():
+    """With the paper's Kaiming head the initial logits depend strongly on the seed (a particle-vs-background logit
+    offset of tens on some seeds); with head_std 0.01 only the head changes and every seed starts near its bias."""
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    offsets = {}
+    for seed in (752, 2245, 140):
+        kaiming = build_model(ArchSpec(2, (2, 2)), seed=seed)
+        small = build_model(ArchSpec(2, (2, 2)), seed=seed, head_std=0.01)
+        assert all(torch.equal(kaiming.state_dict()[k], v) for k, v in small.state_dict().items() if k != "head.weight")
+        assert 0.005 < small.head.weight.std() < 0.02
+        with torch.no_grad():
+            offsets[seed] = [(m.train()(x).diff(dim=1)).abs().mean().item() for m in (kaiming, small)]
+    assert max(o[0] for o in offsets.values()) > 20 and max(o[1] for o in offsets.values()) < 1, offsets
+    assert not torch.equal(build_model(ArchSpec(2, (2, 2)), seed=1, head_std=0.01).head.weight,
+                           build_model(ArchSpec(2, (2, 2)), seed=2, head_std=0.01).head.weight)
+
+
 def test_sweep_sorted_and_bounded():
     specs = sweep(2, 200)
     rfs = [describe(s)["rf_px"] for s in specs]

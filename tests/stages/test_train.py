@@ -52,7 +52,7 @@ def test_every_seed_converges_and_is_confident(tmp_path):
     scores = _seed_scores(patches, tmp_path)
     assert scores["hard_dice"].std() <= 0.01 and (scores["hard_dice"] > 0.9).all(), scores
     assert (scores["soft_dice"] >= scores["hard_dice"] - 0.1).all(), scores
-    paper = _seed_scores(patches, tmp_path, head_bias="zero", head_bias_lr_scale=1.0)
+    paper = _seed_scores(patches, tmp_path, head_bias="zero", head_bias_lr_scale=1.0, head_init="kaiming")
     assert (paper["hard_dice"].std() > 0.01) or (paper["soft_dice"] < paper["hard_dice"] - 0.1).any(), paper
 
 
@@ -77,9 +77,9 @@ def test_same_data_order_for_every_architecture(tmp_path, monkeypatch):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_kill_and_resume_is_bit_identical(tmp_path, sig):
     patches = make_patch_dir(tmp_path / "p", n=(40, 4, 4), size=64)
-    epochs = 6
-    subprocess.run(train_cmd(patches, tmp_path / "ref", epochs), check=True, capture_output=True)
-    proc = start_paused(train_cmd(patches, tmp_path / "cut", epochs), tmp_path / "cut/checkpoint.pt", 2)
+    epochs, cosine = 6, ["--lr-schedule", "cosine"]  # the rates of the resumed epochs follow the schedule too
+    subprocess.run(train_cmd(patches, tmp_path / "ref", epochs) + cosine, check=True, capture_output=True)
+    proc = start_paused(train_cmd(patches, tmp_path / "cut", epochs) + cosine, tmp_path / "cut/checkpoint.pt", 2)
     assert torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["epoch"] == 2
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
@@ -88,11 +88,28 @@ def test_kill_and_resume_is_bit_identical(tmp_path, sig):
         assert proc.returncode == 143 and "checkpoint of the last finished epoch is kept" in out
     assert not (tmp_path / "cut/model.pt").exists()
     assert not list((tmp_path / "cut").glob(".*part*"))
-    done = subprocess.run(train_cmd(patches, tmp_path / "cut", epochs), check=True, capture_output=True, text=True)
+    done = subprocess.run(train_cmd(patches, tmp_path / "cut", epochs) + cosine, check=True, capture_output=True,
+                          text=True)
     assert "resumed from" in done.stdout and "after epoch 2" in done.stdout
     assert same_weights(tmp_path / "ref/model.pt", tmp_path / "cut/model.pt")
     ref, cut = (pd.read_csv(tmp_path / d / "history.csv").filter(regex="^(?!.*seconds$)") for d in ("ref", "cut"))
-    assert list(ref.columns) == ["epoch", "train_loss", "val_loss", "val_dice"] and ref.equals(cut)  # timings differ
+    assert list(ref.columns) == ["epoch", "lr", "train_loss", "val_loss", "val_dice"]  # the timings differ
+    assert ref.equals(cut)
+    assert ref["lr"].iloc[0] == 0.003 and ref["lr"].is_monotonic_decreasing and ref["lr"].iloc[-1] < 0.0003
+
+
+def test_cosine_schedule_sets_every_group_along_half_a_cosine(tmp_path):
+    from rfseg.stages.train import lr_factor
+
+    assert [lr_factor("constant", e, 4) for e in range(4)] == [1.0] * 4
+    assert np.allclose([lr_factor("cosine", e, 4) for e in range(4)], [1, (1 + 2 ** -0.5) / 2, 0.5,
+                                                                        (1 - 2 ** -0.5) / 2])
+    patches = make_patch_dir(tmp_path / "p", n=(8, 2, 2), size=48)
+    train(patches, tmp_path / "run", "n2_p22", 1, TrainConfig(epochs=4, lr_schedule="cosine", **FAST))
+    history = pd.read_csv(tmp_path / "run/history.csv")
+    assert np.allclose(history["lr"], [FAST["lr"] * lr_factor("cosine", e, 4) for e in range(4)])
+    with pytest.raises(UserError, match="--lr-schedule"):
+        TrainConfig(lr_schedule="step")
 
 
 def test_kill_during_the_checkpoint_write_keeps_the_last_one(tmp_path, monkeypatch):
