@@ -63,13 +63,11 @@ class TrainConfig:
             raise UserError(f"the learning rate (--lr) must be positive, got {self.lr}")
         if self.select not in ("last", "best"):
             raise UserError(f"select (--select) must be last or best, got {self.select!r}")
-        if self.head_bias not in HEAD_BIASES:
-            raise UserError(f"head bias (--head-bias) must be one of {', '.join(HEAD_BIASES)}, got {self.head_bias!r}")
-        if self.head_init not in HEAD_INITS:
-            raise UserError(f"head init (--head-init) must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UserError(f"learning-rate schedule (--lr-schedule) must be one of {', '.join(LR_SCHEDULES)}, got "
-                            f"{self.lr_schedule!r}")
+        for what, value, choices in (("head bias (--head-bias)", self.head_bias, HEAD_BIASES),
+                                     ("head init (--head-init)", self.head_init, HEAD_INITS),
+                                     ("learning-rate schedule (--lr-schedule)", self.lr_schedule, LR_SCHEDULES)):
+            if value not in choices:
+                raise UserError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
         if not self.head_bias_lr_scale > 0:
             raise UserError(f"the head-bias learning-rate scale (--head-bias-lr-scale) must be positive, got "
                             f"{self.head_bias_lr_scale}")
@@ -195,8 +193,9 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
                 print(f"early stopping: no val-dice gain for {patience} epochs", flush=True)
                 break
             t0 = time.perf_counter()
+            factor = lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
             for group, base_lr in zip(opt.param_groups, base_lrs):
-                group["lr"] = base_lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
+                group["lr"] = base_lr * factor
             model.train()
             idx, ks = epoch_plan(seed, epoch, len(x_train), cfg.augment)
             idx = idx.to(device)  # the transform ids stay on the host: choosing per-transform groups needs no sync

@@ -13,7 +13,7 @@ from rfseg.blocks.bundle import load_bundle
 from rfseg.blocks.models import ArchSpec
 from rfseg.errors import UserError
 from rfseg.stages.evaluate import evaluate
-from rfseg.stages.train import TrainConfig, train
+from rfseg.stages.train import TrainConfig, lr_factor, train
 from support import make_patch_dir, same_weights, start_paused, train_cmd
 
 FAST = dict(batch_size=8, lr=3e-3, augment="random8", precision="fp32")
@@ -99,8 +99,6 @@ def test_kill_and_resume_is_bit_identical(tmp_path, sig):
 
 
 def test_cosine_schedule_sets_every_group_along_half_a_cosine(tmp_path):
-    from rfseg.stages.train import lr_factor
-
     assert [lr_factor("constant", e, 4) for e in range(4)] == [1.0] * 4
     assert np.allclose([lr_factor("cosine", e, 4) for e in range(4)], [1, (1 + 2 ** -0.5) / 2, 0.5,
                                                                         (1 - 2 ** -0.5) / 2])
