@@ -45,7 +45,7 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
     t0 = time.perf_counter()
     frames = [(n, img, (px, px), lab > 0) for n, img, lab, px, _ in
               simulate_dataset(n_images, seed, size=512, pixel_size_nm=0.02, diameter_nm=diameter,
-                               dose_e_per_a2=(dose, dose), threads=threads, **knobs)]
+                               dose_e_per_a2=(dose, dose), workers=threads, **knobs)]
     seconds = (time.perf_counter() - t0) / n_images
     if keep is not None:
         keep.extend((f[1], f[3]) for f in frames)

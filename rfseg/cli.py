@@ -144,7 +144,7 @@ def _add_simulate(p):
          help="dose in e/A^2: a range lo,hi (hrtem) or one value (lowres)")
     _opt(p, "--carbon-thickness-nm", simulate, type=_float_list, help="hrtem: support thickness range, e.g. 3,5")
     _opt(p, "--defocus-offset-nm", simulate, type=float, help="hrtem: defocus away from Scherzer")
-    _opt(p, "--threads", simulate, type=int, help="CPU threads")
+    _opt(p, "--threads", simulate, type=int, help="CPU cores (hrtem: that many micrographs at once, same result)")
     for key, (name, factor, kind, text) in KNOBS.items():  # HRTEM realism knobs, in the units their names state
         default = _defaults(simulate_image)[name]
         listed = isinstance(default, tuple)

@@ -15,7 +15,8 @@ def simulate(kind: str, out_dir, *, n_images: int, seed: int, size: int = 512, p
 
     Lengths are in nm (diameters, support thickness, defocus offset), doses in e/Å²: a range (lo, hi) for HRTEM
     (log-uniform per micrograph) or one value. ``start`` > 0 makes only micrographs ``start`` to ``n_images - 1`` of
-    the seeded dataset (each is the same as in the whole set). ``progress`` optionally wraps the frame iterator.
+    the seeded dataset (each is the same as in the whole set). ``threads``: CPU cores; HRTEM makes that many
+    micrographs at once, with the same result for any number. ``progress`` optionally wraps the frame iterator.
     ``hrtem_knobs``: the keys of :data:`rfseg.blocks.simulate.hrtem.KNOBS` in their stated units (HRTEM only).
     Returns the manifest (one row per micrograph with its simulation parameters)."""
     if kind not in KINDS:
@@ -31,7 +32,7 @@ def simulate(kind: str, out_dir, *, n_images: int, seed: int, size: int = 512, p
         from rfseg.blocks.simulate.hrtem import knob_keywords, simulate_dataset
 
         kwargs.update(knob_keywords(hrtem_knobs))
-        kwargs["threads"] = threads
+        kwargs["workers"] = threads  # one micrograph per core: its FFTs run on one thread
         kwargs["defocus_offset_a"] = 10 * defocus_offset_nm
         if carbon_thickness_nm:
             kwargs["carbon_thickness_a"] = tuple(10 * t for t in carbon_thickness_nm)

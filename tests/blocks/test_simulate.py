@@ -23,7 +23,7 @@ def test_hrtem_shows_au_fringes_in_particles_only():
     # Defaults at a high dose, so that the fringes of zone-axis particles stand above the shot noise; isolated
     # particles inside the field under flat illumination, so that raw particle and carbon pixels compare directly.
     scene = {"zone_axis_fraction": 0.5, "touching_fraction": 0.0, "cross_border": False, "illumination_variation": 0.0}
-    for _, image, labels, p, params in simulate_dataset(6, 5, dose_e_per_a2=(2000, 3000), threads=2, **scene):
+    for _, image, labels, p, params in simulate_dataset(6, 5, dose_e_per_a2=(2000, 3000), workers=2, **scene):
         assert image.dtype == np.float32 and image.shape == labels.shape == (512, 512)
         assert params["n_particles"] == labels.max() >= 1
         assert 0.02 < (labels > 0).mean() < 0.6
@@ -57,9 +57,29 @@ def test_same_seed_same_micrographs():
             assert np.array_equal(ia, ib) and np.array_equal(la, lb) and pa == pb
 
 
+def test_parallel_workers_make_the_same_micrographs_in_order():
+    from rfseg.blocks.simulate import hrtem
+
+    make = dict(size=128, pixel_size_nm=0.02, diameter_nm=(1.0, 1.3))
+    serial = list(hrtem.simulate_dataset(3, 8, start=1, **make))
+    parallel = list(hrtem.simulate_dataset(3, 8, start=1, workers=2, **make))
+    assert [f[0] for f in parallel] == [f[0] for f in serial] == ["hrtem_001", "hrtem_002"]
+    for (_, ia, la, pa, qa), (_, ib, lb, pb, qb) in zip(serial, parallel):
+        assert np.array_equal(ia, ib) and np.array_equal(la, lb) and pa == pb and qa == qb
+
+
+def test_a_bad_knob_in_a_worker_is_reported_as_the_user_error():
+    from rfseg.blocks.simulate import hrtem
+    from rfseg.errors import UserError
+
+    with pytest.raises(UserError, match="zone_axis_fraction"):
+        list(hrtem.simulate_dataset(2, 8, size=128, pixel_size_nm=0.02, diameter_nm=(1.0, 1.3), workers=2,
+                                    zone_axis_fraction=2.0))
+
+
 # ---------------------------------------------------------------------------------------- HRTEM realism knobs
 # Small fields (128 px at 0.02 nm/px = 2.6 nm, 1-1.3 nm particles): each micrograph takes about a second.
-SMALL = {"size": 128, "pixel_size_nm": 0.02, "diameter_nm": (1.0, 1.3), "threads": 1}
+SMALL = {"size": 128, "pixel_size_nm": 0.02, "diameter_nm": (1.0, 1.3)}
 
 
 def _one(seed=3, **knobs):

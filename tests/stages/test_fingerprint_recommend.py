@@ -26,7 +26,7 @@ def test_fingerprints_tell_hrtem_from_lowres(tmp_path, cli):
     idealised = {"detector_psf_px": 0.0, "detector_dqe": 1.0, "image_spread_a": 0.0, "defocus_spread_a": 0.0,
                  "astigmatism_a": 0.0, "convergence_mrad": 0.0, "illumination_variation": 0.0, "shapes": ("wulff",),
                  "zone_axis_fraction": 0.5, "touching_fraction": 0.0, "cross_border": False, "n_particles": (2, 4)}
-    _dataset(tmp_path, "hrtem", hrtem.simulate_dataset(3, 4, dose_e_per_a2=(2000, 3000), threads=2, **idealised), 256)
+    _dataset(tmp_path, "hrtem", hrtem.simulate_dataset(3, 4, dose_e_per_a2=(2000, 3000), workers=2, **idealised), 256)
     _dataset(tmp_path, "lowres", lowres.simulate_dataset(3, 4), 256)
     fps = {}
     for name in ("hrtem", "lowres"):
