@@ -157,6 +157,22 @@ def test_touching_particles_and_particles_on_the_border():
     assert (edges > 0).any()  # with cross_border, particles reach the edge of this crowded field
 
 
+def test_particles_crossing_the_edge_keep_their_distance_from_those_they_meet_there():
+    from scipy.spatial import cKDTree
+
+    from rfseg.blocks.simulate.hrtem import SHAPES, _place_particles
+
+    L, box = 40.0, [40.0, 40.0, 1e6]  # a 4 nm periodic field crowded with 1-1.3 nm particles
+    closest = []
+    for seed in range(8):
+        placed = _place_particles(np.random.default_rng(seed), L, 0.0, diameter_nm=(1.0, 1.3), n_particles=(6, 6),
+                                  shapes=SHAPES, zone_axis_fraction=0.3, touching_fraction=0.5, cross_border=True)
+        for i in range(1, len(placed)):
+            earlier = cKDTree(np.concatenate([xyz for xyz, _ in placed[:i]]) % box, boxsize=box)
+            closest.append(earlier.query(placed[i][0] % box)[0].min())
+    assert min(closest) >= 2.6  # the neck rule holds across the field's edges too (atoms no closer than in Au)
+
+
 def test_knobs_are_deterministic_per_seed():
     knobs = {"defocus_spread_a": 50.0, "astigmatism_a": 20.0, "detector_psf_px": 0.7, "detector_dqe": 0.6,
              "illumination_variation": 0.1, "shapes": ("decahedron", "icosahedron"), "touching_fraction": 0.5,

@@ -217,7 +217,8 @@ def _place_particles(rng, L, top, *, diameter_nm, n_particles, shapes, zone_axis
                      cross_border):
     """Au particles resting on the support: list of (unwrapped xyz Å, kind). A touching particle is put against an
     earlier one with overlapping projections (fraction ``touching_fraction``); atoms closer than 2.6 Å to an earlier
-    particle's are removed, which fuses the two at a neck."""
+    particle's are removed, which fuses the two at a neck. Clashes and necks are found across the periodic field's
+    edges as well, where particles that cross an edge meet."""
     from scipy.spatial import cKDTree
 
     placed, centres, radii = [], [], []
@@ -241,19 +242,27 @@ def _place_particles(rng, L, top, *, diameter_nm, n_particles, shapes, zone_axis
             if hi <= lo:
                 continue
             c = rng.uniform(lo, hi, 2)
-        if any(k != partner and np.hypot(*(c - centres[k])) < r_est + radii[k] + 3 for k in range(len(placed))):
+        if any(k != partner and np.hypot(*_nearest_image(c - centres[k], L)) < r_est + radii[k] + 3
+               for k in range(len(placed))):
             continue
         shape = shapes[int(rng.integers(len(shapes)))]
         rot, kind = _orientation(rng, zone_axis_fraction)
         xyz = rot.apply(particle_atoms(shape, d, rng, round_corners=rng.random() < 0.5))
         xyz += [c[0], c[1], top + 1.5 - xyz[:, 2].min()]
-        if placed:
-            near = cKDTree(np.concatenate([p for p, _ in placed])).query(xyz, distance_upper_bound=2.6)[0]
+        if placed:  # distances across the periodic field's edges too (z is not periodic: a box far taller)
+            box = [L, L, 1e6]
+            earlier = np.concatenate([p for p, _ in placed])
+            near = cKDTree(earlier % box, boxsize=box).query(xyz % box, distance_upper_bound=2.6)[0]
             xyz = xyz[~np.isfinite(near)]
         placed.append((xyz, f"{shape}_{kind}"))
         centres.append(c)
         radii.append(r_est)
     return placed
+
+
+def _nearest_image(d: np.ndarray, period: float) -> np.ndarray:
+    """Offset ``d`` between two points of a periodic field, taken to the nearest periodic image."""
+    return d - period * np.round(d / period)
 
 
 def illumination(shape: tuple[int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
