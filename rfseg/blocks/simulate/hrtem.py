@@ -168,7 +168,7 @@ def particle_atoms(shape: str, diameter_a: float, rng: np.random.Generator, roun
 
     Multiply twinned (decahedra, icosahedra) and truncated-octahedral particles come from ``ase.cluster`` at the
     size parameter whose atom count is closest to the sphere's; ``round_corners`` trims atoms beyond 0.9 of the
-    largest radius (the rounded particles of real samples)."""
+    largest radius (the rounded particles of real samples) unless that would remove most of them."""
     n_atoms = round(math.pi / 6 * diameter_a**3 * AU_DENSITY_PER_A3)
     if shape == "wulff":
         xyz = _cluster("wulff", n_atoms, rng).positions
@@ -183,8 +183,9 @@ def particle_atoms(shape: str, diameter_a: float, rng: np.random.Generator, roun
         xyz = best
     xyz = xyz - xyz.mean(0)
     if round_corners:
-        r = np.linalg.norm(xyz, axis=1)
-        xyz = xyz[r <= 0.9 * r.max()]
+        inner = np.linalg.norm(xyz, axis=1) <= 0.9 * np.linalg.norm(xyz, axis=1).max()
+        if inner.mean() >= 0.5:  # a cluster of a few shells (13 atoms) has no corners to round: all would go
+            xyz = xyz[inner]
     return xyz
 
 
