@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rfseg.errors import UserError
+from rfseg.errors import check_choice
 
 AUGMENTS = ("all8", "random8")
 
@@ -14,13 +14,12 @@ def epoch_plan(seed: int, epoch: int, n: int, augment: str) -> tuple[torch.Tenso
 
     "all8": every patch in all 8 forms, shuffled (8n entries, the paper); "random8": every patch once in a random
     form (n entries). Every architecture trained with one seed therefore sees the same batches."""
+    check_choice("training.augment (--augment)", augment, AUGMENTS)
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if augment == "all8":
         order = torch.randperm(8 * n, generator=g)
         return order % n, order // n
-    if augment == "random8":
-        return torch.randperm(n, generator=g), torch.randint(0, 8, (n,), generator=g)
-    raise UserError(f"training.augment (--augment) must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    return torch.randperm(n, generator=g), torch.randint(0, 8, (n,), generator=g)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 POOL_CHOICES = (2, 4, 8)
 MODES = ("max", "avg")
@@ -58,8 +58,7 @@ class ArchSpec:
             )
         if any(not 1 <= d <= 9 for d in self.dilations):
             raise UserError(f"dilations must be integers from 1 to 9, got {list(self.dilations)}")
-        if self.mode not in MODES:
-            raise UserError(f"mode must be one of {MODES}, got {self.mode!r}")
+        check_choice("mode", self.mode, MODES)
         if self.base_filters < 1 or self.in_channels < 1 or self.classes < 2:
             raise UserError("base_filters and in_channels must be >= 1 and classes >= 2")
 

@@ -14,7 +14,7 @@ from math import comb
 import numpy as np
 from scipy import ndimage
 
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 _NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32) / 8.0
 FLAT_FIELDS = ("none", "gaussian", "bezier")
@@ -48,8 +48,7 @@ class Recipe:
     target_pixel_size_nm: float | None = None
 
     def __post_init__(self):
-        if self.flat_field not in FLAT_FIELDS:
-            raise UserError(f"flat_field must be one of {', '.join(FLAT_FIELDS)}, got {self.flat_field!r}")
+        check_choice("flat_field", self.flat_field, FLAT_FIELDS)
         if self.flat_field == "gaussian" and not self.flat_field_sigma_nm:
             raise UserError("flat_field gaussian needs flat_field_sigma_nm (--flat-field-sigma-nm), the blur width")
         if self.xray_passes < 1:

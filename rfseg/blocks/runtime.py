@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -12,8 +12,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: the GPU when PyTorch sees one, else the CPU. Raises UserError for ``cuda`` without a GPU."""
-    if name not in DEVICES:
-        raise UserError(f"device (--device) must be one of {', '.join(DEVICES)}, got {name!r}")
+    check_choice("device (--device)", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -43,8 +42,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
     "auto" is bfloat16 on a CPU that supports it (else float32) and bf16/fp16 on a GPU. Raises UserError for "bf16"
     on a CPU without bfloat16 support."""
-    if precision not in PRECISIONS:
-        raise UserError(f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_choice("precision (--precision)", precision, PRECISIONS)
     if precision == "fp32":
         return None
     if device.type == "cuda":

@@ -19,7 +19,7 @@ from rfseg.blocks import bundle, io
 from rfseg.blocks.particles import drop_labels, particle_filter, particle_table
 from rfseg.blocks.predictor import MISMATCH, Predictor
 from rfseg.blocks.runtime import set_threads
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 
 def select_best(summary_csv, dataset: str, model_dirs) -> list[Path]:
@@ -83,8 +83,7 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     drop_border : drop particles touching the image border (they are always flagged in ``touches_border``)
     progress : optional wrapper of the image iterator (a progress bar)
     """
-    if on_pixel_mismatch not in MISMATCH:
-        raise UserError(f"--on-pixel-mismatch must be one of {', '.join(MISMATCH)}, got {on_pixel_mismatch!r}")
+    check_choice("--on-pixel-mismatch", on_pixel_mismatch, MISMATCH)
     paths = expand_images(images)
     _check_images(paths)
     io.check_output_dir(out_dir, reads=[*paths, *model_dirs])

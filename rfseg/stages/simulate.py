@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rfseg.blocks import artifacts
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 KINDS = ("hrtem", "lowres")
 
@@ -19,8 +19,7 @@ def simulate(kind: str, out_dir, *, n_images: int, seed: int, size: int = 512, p
     micrographs at once, with the same result for any number. ``progress`` optionally wraps the frame iterator.
     ``hrtem_knobs``: the keys of :data:`rfseg.blocks.simulate.hrtem.KNOBS` in their stated units (HRTEM only).
     Returns the manifest (one row per micrograph with its simulation parameters)."""
-    if kind not in KINDS:
-        raise UserError(f"simulate kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    check_choice("simulate kind", kind, KINDS)
     if n_images < 1:
         raise UserError("--n-images (simulate.n_images) must be at least 1")
     kwargs = {"size": size}

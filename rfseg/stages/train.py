@@ -26,7 +26,7 @@ from rfseg.blocks.augment import epoch_plan
 from rfseg.blocks.models import ArchSpec, build_model, count_params, receptive_field, set_head_prior
 from rfseg.blocks.runtime import autocast_dtype, autocast_factory, configure_cuda, pick_device, set_threads
 from rfseg.blocks.training import train_step, validate
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 #: after the checkpoint of this epoch the process waits for a signal (tests interrupt training at a known point)
 PAUSE_ENV = "RFSEG_PAUSE_AFTER_EPOCH"
@@ -61,13 +61,11 @@ class TrainConfig:
                             f"and {self.batch_size}")
         if not self.lr > 0:
             raise UserError(f"the learning rate (--lr) must be positive, got {self.lr}")
-        if self.select not in ("last", "best"):
-            raise UserError(f"select (--select) must be last or best, got {self.select!r}")
-        for what, value, choices in (("head bias (--head-bias)", self.head_bias, HEAD_BIASES),
+        for what, value, choices in (("select (--select)", self.select, ("last", "best")),
+                                     ("head bias (--head-bias)", self.head_bias, HEAD_BIASES),
                                      ("head init (--head-init)", self.head_init, HEAD_INITS),
                                      ("learning-rate schedule (--lr-schedule)", self.lr_schedule, LR_SCHEDULES)):
-            if value not in choices:
-                raise UserError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+            check_choice(what, value, choices)
         if not self.head_bias_lr_scale > 0:
             raise UserError(f"the head-bias learning-rate scale (--head-bias-lr-scale) must be positive, got "
                             f"{self.head_bias_lr_scale}")

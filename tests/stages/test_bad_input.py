@@ -138,3 +138,22 @@ def test_preprocess_inputs(cli, tmp_path):
                        "--pixel-size", 0.001, "--target-pixel-size", 0.1, "--out", tmp_path / "o"),
                    "beyond the 4x up / 32x down")
     assert not (tmp_path / "o").exists()
+
+
+
+def test_an_unknown_choice_names_the_setting_and_the_choices():
+    from rfseg.blocks.augment import epoch_plan
+    from rfseg.blocks.preprocess import Recipe
+    from rfseg.blocks.runtime import pick_device
+    from rfseg.errors import UserError
+    from rfseg.stages.train import TrainConfig
+
+    for make, message in ((lambda: TrainConfig(select="first"),
+                           "select (--select) must be one of last, best, got 'first'"),
+                          (lambda: Recipe(flat_field="median"), "flat_field must be one of"),
+                          (lambda: epoch_plan(0, 0, 4, "all4"),
+                           "training.augment (--augment) must be one of all8, random8, got 'all4'"),
+                          (lambda: pick_device("tpu"), "device (--device) must be one of")):
+        with pytest.raises(UserError) as err:
+            make()
+        assert message in str(err.value) and "\n" not in str(err.value)
