@@ -1,6 +1,6 @@
 """How real the simulated HRTEM looks to the networks the published lab trained on real micrographs, as JSON.
 
-    python -m benchmarks.realism                          # the simulator's defaults; about 10 min on 2 cores
+    python -m benchmarks.realism                          # the simulator's defaults; about 3 min on 2 cores
     python -m benchmarks.realism --n-images 8 --set defocus_spread_nm=5 --set detector_psf_px=0.7
 
 Judged by real-data networks (``resources/pretrained``, with their own preprocessing and 0.02 nm/px), on micrographs

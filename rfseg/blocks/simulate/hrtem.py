@@ -288,7 +288,7 @@ def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: fl
 def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152, diameter_nm=(2.0, 6.0),
                    n_particles=(2, 5), dose_e_per_a2=(300.0, 3000.0), carbon_thickness_a=(30.0, 50.0),
                    defocus_offset_a=0.0, defocus_spread_a=100.0, focal_spread_a=30.0, convergence_mrad=0.2,
-                   astigmatism_a=50.0, detector_psf_px=1.0, detector_dqe=0.35, illumination_variation=0.1,
+                   astigmatism_a=50.0, detector_psf_px=1.0, detector_dqe=0.5, illumination_variation=0.1,
                    shapes=SHAPES, zone_axis_fraction=0.3, touching_fraction=0.5, cross_border=True,
                    aperture_mrad=30.0, image_spread_a=0.65, oversampling=2):
     """One HRTEM micrograph. Returns (intensity float32 (size, size), labels uint16, params dict).
