@@ -368,7 +368,7 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
 
 def simulate_dataset(n_images: int, seed: int, **kwargs):
     """Yield (name, image, labels, pixel_size_nm, params) for ``n_images`` micrographs from one seed; ``workers``
-    processes make them in parallel (:func:`rfseg.blocks.simulate.seeded_frames`), the same micrographs for any number."""
+    processes make them in parallel (:func:`rfseg.blocks.simulate.seeded_frames`), the same ones for any number."""
     from rfseg.blocks.simulate import seeded_frames
 
     return seeded_frames(simulate_image, "hrtem", n_images, seed, 0.02152, **kwargs)
