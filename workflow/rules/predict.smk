@@ -10,7 +10,7 @@ rule simulate_for_predict:
         "../envs/rfseg.yaml"
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=3000,  # one micrograph per thread: two 1024² HRTEM micrographs peak at 1.75 GB together
         runtime=60,
     params:
         kind=lambda wc: PLAN.predict_cfg["simulate"]["kind"],
