@@ -183,7 +183,8 @@ def particle_atoms(shape: str, diameter_a: float, rng: np.random.Generator, roun
         xyz = best
     xyz = xyz - xyz.mean(0)
     if round_corners:
-        inner = np.linalg.norm(xyz, axis=1) <= 0.9 * np.linalg.norm(xyz, axis=1).max()
+        r = np.linalg.norm(xyz, axis=1)
+        inner = r <= 0.9 * r.max()
         if inner.mean() >= 0.5:  # a cluster of a few shells (13 atoms) has no corners to round: all would go
             xyz = xyz[inner]
     return xyz
