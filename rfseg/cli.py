@@ -230,7 +230,7 @@ def _run_patches(args):
 def _add_train(p):
     from rfseg.blocks.augment import AUGMENTS
     from rfseg.blocks.runtime import DEVICES, PRECISIONS
-    from rfseg.stages.train import HEAD_BIASES, HEAD_INITS, LR_SCHEDULES, TrainConfig, train
+    from rfseg.stages.train import HEAD_BIASES, HEAD_INITS, LR_SCHEDULES, SELECTS, TrainConfig, train
 
     p.add_argument("--patches", required=True, help="folder written by 'rfseg patches'")
     p.add_argument("--arch", required=True, help="canonical architecture name, e.g. n2_p44")
@@ -246,7 +246,7 @@ def _add_train(p):
     _opt(p, "--device", TrainConfig, choices=DEVICES, help="auto: the GPU when one is visible")
     _opt(p, "--early-stopping", TrainConfig, "early_stopping_patience", type=int,
          help="stop after this many epochs without val-dice gain (off by default, as in the paper)")
-    _opt(p, "--select", TrainConfig, choices=["last", "best"], help="weights saved as model.pt")
+    _opt(p, "--select", TrainConfig, choices=list(SELECTS), help="weights saved as model.pt")
     _opt(p, "--head-bias", TrainConfig, choices=HEAD_BIASES,
          help="initial bias of the output layer: prior = log of the training masks' class fractions; zero = the paper")
     _opt(p, "--head-bias-lr-scale", TrainConfig, type=_positive_float,

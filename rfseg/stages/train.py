@@ -32,6 +32,7 @@ from rfseg.errors import UserError, check_choice
 PAUSE_ENV = "RFSEG_PAUSE_AFTER_EPOCH"
 HEAD_BIASES = ("prior", "zero")
 LR_SCHEDULES = ("constant", "cosine")
+SELECTS = ("last", "best")  # which epoch's weights become model.pt
 HEAD_INITS = {"kaiming": None, "small": 0.01}  # std of the output layer's initial weights (None: Kaiming, the paper)
 
 
@@ -61,7 +62,7 @@ class TrainConfig:
                             f"and {self.batch_size}")
         if not self.lr > 0:
             raise UserError(f"the learning rate (--lr) must be positive, got {self.lr}")
-        for what, value, choices in (("select (--select)", self.select, ("last", "best")),
+        for what, value, choices in (("select (--select)", self.select, SELECTS),
                                      ("head bias (--head-bias)", self.head_bias, HEAD_BIASES),
                                      ("head init (--head-init)", self.head_init, HEAD_INITS),
                                      ("learning-rate schedule (--lr-schedule)", self.lr_schedule, LR_SCHEDULES)):
