@@ -445,6 +445,7 @@ def _run_dataset_table(args):
 # ---------------------------------------------------------------------------------------------------------- predict
 def _add_predict(p):
     from rfseg.blocks.inference import MAX_OVERLAP
+    from rfseg.blocks.predictor import COMPILE, COMPILE_AFTER_MPX
     from rfseg.blocks.runtime import DEVICES, PRECISIONS
     from rfseg.stages.predict import predict
 
@@ -463,8 +464,9 @@ def _add_predict(p):
     _opt(p, "--overlap", predict, type=float, help=f"tile overlap as a fraction of the tile (0-{MAX_OVERLAP})")
     _opt(p, "--precision", predict, choices=PRECISIONS,
          help="auto: bfloat16 on a CPU that supports it, float32 on a GPU (faster there); fp32: reference")
-    _opt(p, "--compile", predict, action="store_true",
-         help="torch.compile the models with freezing: 10-15 s once, then faster tiles (many or large micrographs)")
+    _opt(p, "--compile", predict, nargs="?", const="on", choices=COMPILE,
+         help="torch.compile the models with freezing: 10-15 s once, then faster tiles; auto: on a CPU once the "
+              f"job's tiles reach {COMPILE_AFTER_MPX:g} Mpx per model; a bare --compile is on")
     _opt(p, "--on-pixel-mismatch", predict, choices=["resample", "refuse"])
     _opt(p, "--pixel-size", predict, "pixel_size_nm", type=_positive_float, help="nm/px for images without one")
     _opt(p, "--min-area-px", predict, type=float,

@@ -374,7 +374,8 @@ class Plan:
         p = self.predict_cfg
         return flags([
             ("--tta", p.get("tta", False)), ("--tile", p.get("tile")), ("--overlap", p.get("overlap")),
-            ("--compile", p.get("compile", False)), ("--min-area-px", p.get("min_area_px")),
+            ("--compile", {True: "on", False: "off"}.get(p.get("compile"), p.get("compile"))),
+            ("--min-area-px", p.get("min_area_px")),
             ("--min-area-nm2", p.get("min_area_nm2")), ("--keep-all", p.get("keep_all", False)),
             ("--split-touching", p.get("split_touching", False)),
             ("--split-min-distance-nm", p.get("split_min_distance_nm")),

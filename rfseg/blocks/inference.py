@@ -18,6 +18,8 @@ from rfseg.errors import UserError
 
 #: the largest tile overlap accepted (as a fraction of the tile); the config schema states the same bound
 MAX_OVERLAP = 0.9
+#: the default tile overlap of whole-micrograph inference (README, Performance: chosen by dice and speed)
+DEFAULT_OVERLAP = 0.125
 
 
 def gaussian_weight(tile: int, sigma_scale: float = 1 / 8) -> np.ndarray:
@@ -35,6 +37,14 @@ def tile_starts(length: int, tile: int, step: int) -> list[int]:
         return [0]
     starts = list(range(0, length - tile, step)) + [length - tile]
     return sorted(set(starts))
+
+
+def tile_boxes(shape, tile: int, overlap: float, multiple: int = 1):
+    """The padded size (rows, cols) of an image of ``shape`` (at least one tile, a multiple of ``multiple``) and
+    the (row, col) starts of the tiles that :func:`sliding_window_probability` computes on it."""
+    th, tw = (max(tile, math.ceil(n / multiple) * multiple) for n in shape)
+    step = max(1, int(round(tile * (1 - overlap))))
+    return (th, tw), [(y, x) for y in tile_starts(th, tile, step) for x in tile_starts(tw, tile, step)]
 
 
 def particle_probability(model, x: torch.Tensor, tta: bool = False, amp=None,
@@ -85,8 +95,9 @@ def compiled(model) -> FrozenCompiled:
 
 
 @torch.no_grad()
-def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = 0.25, batch_size: int = 8,
-                               device="cpu", tta: bool = False, precision: str = "fp32") -> np.ndarray:
+def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: float = DEFAULT_OVERLAP,
+                               batch_size: int = 8, device="cpu", tta: bool = False,
+                               precision: str = "fp32") -> np.ndarray:
     """Particle probability (H, W) float32 of one preprocessed image (H, W) float32.
 
     The image is reflect-padded to at least one tile and to a multiple of the model's downsampling; tiles of
@@ -108,19 +119,21 @@ def sliding_window_probability(model, image: np.ndarray, tile: int, overlap: flo
     if batch_size < 1:
         raise UserError(f"batch size (--batch-size) must be at least 1, got {batch_size}")
     h, w = image.shape
-    th, tw = max(tile, math.ceil(h / k) * k), max(tile, math.ceil(w / k) * k)
+    (th, tw), boxes = tile_boxes(image.shape, tile, overlap, k)
     padded = np.pad(image, ((0, th - h), (0, tw - w)), mode="reflect" if min(h, w) > 1 else "edge")
     # tiles are cut and blended where the network runs: one transfer of the image each way, not one per tile
     padded = torch.from_numpy(padded.astype(np.float32, copy=False)).to(device)
     weight = torch.from_numpy(gaussian_weight(tile)).to(device)
     acc = torch.zeros((th, tw), dtype=torch.float32, device=device)
     norm = torch.zeros((th, tw), dtype=torch.float32, device=device)
-    step = max(1, int(round(tile * (1 - overlap))))
-    boxes = [(y, x) for y in tile_starts(th, tile, step) for x in tile_starts(tw, tile, step)]
+    # a compiled model compiles once per batch shape: a short last batch is filled up rather than compiled again
+    fill = isinstance(model, FrozenCompiled) and len(boxes) > batch_size
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
         x = torch.stack([padded[y:y + tile, x0:x0 + tile] for y, x0 in chunk])[:, None]
-        p = particle_probability(model, x, tta, amp, memfmt).float()
+        if fill and len(chunk) < batch_size:
+            x = torch.cat([x, x[:1].expand(batch_size - len(chunk), -1, -1, -1)])
+        p = particle_probability(model, x, tta, amp, memfmt).float()[:len(chunk)]
         for (y, x0), pt in zip(chunk, p):
             acc[y:y + tile, x0:x0 + tile] += pt * weight
             norm[y:y + tile, x0:x0 + tile] += weight

@@ -10,12 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 from rfseg.blocks import bundle
-from rfseg.blocks.inference import compiled, sliding_window_probability
+from rfseg.blocks.inference import DEFAULT_OVERLAP, compiled, sliding_window_probability, tile_boxes
 from rfseg.blocks.preprocess import Recipe, apply_recipe
 from rfseg.blocks.runtime import pick_device
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 MISMATCH = ("resample", "refuse")
+COMPILE = ("auto", "on", "off")
+#: with ``compile="auto"`` on a CPU, the models are compiled once the job's tiles reach this many megapixels per
+#: model (the current micrograph's included): the tiles eager inference segments in the time compiling takes
+#: (18 s at 6.5 Mpx/s of tiles, measured by benchmarks/predict_job.py; README, Performance), the rent-or-buy rule
+#: that never costs more than twice the better choice in hindsight. On a GPU compiling gains too little (README).
+COMPILE_AFTER_MPX = 120.0
 
 
 class Predictor:
@@ -25,11 +31,15 @@ class Predictor:
     ----------
     tile : tile size in px; default the models' training patch size
     overlap, batch_size, tta, precision : as :func:`rfseg.blocks.inference.sliding_window_probability`
-    compile : run the models through torch.compile with freezing
+    compile : "on" (or True) runs the models through torch.compile with freezing, "off" (or False) eager;
+        "auto" compiles on a CPU once the tiles segmented reach :data:`COMPILE_AFTER_MPX` per model
     """
 
-    def __init__(self, model_dirs, *, device: str = "auto", tile: int | None = None, overlap: float = 0.25,
-                 batch_size: int = 8, tta: bool = False, precision: str = "auto", compile: bool = False):
+    def __init__(self, model_dirs, *, device: str = "auto", tile: int | None = None,
+                 overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, tta: bool = False, precision: str = "auto",
+                 compile: bool | str = "auto"):
+        compile = {True: "on", False: "off"}.get(compile, compile)
+        check_choice("--compile", compile, COMPILE)
         model_dirs = list(model_dirs)
         if not model_dirs:
             raise UserError("no model given: give model folders with model.pt and model.json")
@@ -43,9 +53,24 @@ class Predictor:
             if m["pixel_size_nm"] != self.pixel_size_nm or Recipe.from_dict(m.get("preprocess")) != self.recipe:
                 raise UserError(f"{d}: trained on data of another pixel size or preprocessing than {model_dirs[0]}: "
                                 f"ensemble models of one dataset only")
-        self.models = [compiled(m) if compile else m for m, _ in loaded]
+        self.models = [m for m, _ in loaded]
         self.tile = first["patch_size_px"] if tile is None else tile
         self.overlap, self.batch_size, self.tta, self.precision = overlap, batch_size, tta, precision
+        self.compile, self.compiled, self.tile_mpx = compile, False, 0.0
+        if compile == "on":
+            self._compile()
+
+    def _compile(self):
+        self.models = [compiled(m) for m in self.models]
+        self.compiled = True
+
+    def _count_tiles(self, shape):
+        """Adds one micrograph's tile work to the job's and compiles when ``compile="auto"`` says it pays."""
+        _, boxes = tile_boxes(shape, self.tile, self.overlap, self.models[0].spec.downsampling)
+        self.tile_mpx += len(boxes) * self.tile ** 2 * (8 if self.tta else 1) / 1e6
+        if (self.compile == "auto" and not self.compiled and self.device.type == "cpu"
+                and self.tile_mpx >= COMPILE_AFTER_MPX):
+            self._compile()
 
     def __len__(self):
         return len(self.models)
@@ -88,6 +113,7 @@ class Predictor:
             data, _, px_data = apply_recipe(image, None, pixel_size_yx_nm if self.pixel_size_nm else None, recipe)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
+        self._count_tiles(data.shape)
         members = np.stack([sliding_window_probability(m, data, self.tile, self.overlap, self.batch_size,
                                                        self.device, self.tta, self.precision) for m in self.models])
         px_out = None if pixel_size_yx_nm is None or self.pixel_size_nm is None else float(

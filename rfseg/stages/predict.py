@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rfseg.blocks import bundle, io
+from rfseg.blocks.inference import DEFAULT_OVERLAP
 from rfseg.blocks.particles import drop_labels, particle_filter, particle_table
 from rfseg.blocks.predictor import MISMATCH, Predictor
 from rfseg.blocks.runtime import set_threads
@@ -60,7 +61,8 @@ def _check_images(paths: list[Path]) -> None:
 
 
 def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = False, batch_size: int = 8,
-            tile: int | None = None, overlap: float = 0.25, precision: str = "auto", compile: bool = False,
+            tile: int | None = None, overlap: float = DEFAULT_OVERLAP, precision: str = "auto",
+            compile: bool | str = "auto",
             on_pixel_mismatch: str = "resample", pixel_tolerance: float = 0.01, pixel_size_nm: float | None = None,
             min_area_px: float | None = None, min_area_nm2: float | None = None, keep_all: bool = False,
             split_touching: bool = False, split_min_distance_nm: float | None = None, drop_border: bool = False,
@@ -74,7 +76,9 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     ----------
     tile : tile size in px (default: the training patch size)
     overlap : tile overlap as a fraction of the tile, 0 to :data:`rfseg.blocks.inference.MAX_OVERLAP`
-    compile : run the models through torch.compile with freezing (10-15 s once, then faster tiles)
+    compile : "auto" (compile on a CPU once the job is large enough to pay for it), "on" or "off": run the models
+        through torch.compile with freezing (10-15 s once, then faster tiles;
+        :data:`rfseg.blocks.predictor.COMPILE_AFTER_MPX`)
     on_pixel_mismatch : "resample" a micrograph at another pixel size to the models', or "refuse" it
     pixel_size_nm : nm/px for micrographs without one
     min_area_px, min_area_nm2, keep_all, split_touching, split_min_distance_nm : the particle post-processing

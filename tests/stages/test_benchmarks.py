@@ -50,3 +50,15 @@ def test_epoch_benchmark_quick_mode_prints_json():
     assert fast["process_wall_s"] > fast["epoch_s"] * row["epochs"] * 0.5 and fast["outside_epochs_s"] > 0
     assert row["speedup_whole_epoch"] == fast["patches_per_s"] / ref["patches_per_s"]
     assert 0 < fast["final_train_loss"] < 10 and 0 < ref["final_train_loss"] < 10
+
+
+def test_predict_job_benchmark_quick_mode_prints_json():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.predict_job", "--quick", "--threads", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert [r["compile"] for r in out["runs"]] == ["off", "auto"]
+    for run in out["runs"]:
+        assert len(run["micrograph_seconds"]) == 2 and run["job_mpx_per_s"] > 0
+        # 512 px micrographs are one 512 px tile each: far below the work from which auto compiles
+        assert run["tile_mpx_per_micrograph"] == 512**2 / 1e6 and run["compiled_at_micrograph"] is None

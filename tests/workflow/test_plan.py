@@ -82,3 +82,26 @@ def test_overlap_bound_of_the_schema_is_the_inference_bound():
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     assert schema["properties"]["predict"]["properties"]["overlap"]["maximum"] == MAX_OVERLAP
+
+
+@pytest.mark.parametrize("value,flag", [(None, ""), ("auto", "--compile auto"), (True, "--compile on"),
+                                        (False, "--compile off")])
+def test_predict_compile_setting_becomes_its_flag(tiny, value, flag):
+    from rfseg.blocks.predictor import COMPILE
+
+    cfg = _with(tiny, lambda c: c["predict"].update(compile=value) if value is not None else None)
+    flags_ = Plan(cfg).predict_flags()
+    assert (flag in flags_) if flag else "--compile" not in flags_
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert {"on" if v is True else "off" if v is False else v
+            for v in schema["properties"]["predict"]["properties"]["compile"]["enum"]} == set(COMPILE)
+
+
+@pytest.mark.parametrize("argv,expected", [([], None), (["--compile"], "on"), (["--compile", "off"], "off"),
+                                           (["--compile", "auto"], "auto")])
+def test_predict_compile_option_on_the_command_line(argv, expected):
+    from rfseg.cli import build_parser
+
+    full = ["predict", "model", "image.tif", "--out", "seg", *argv]
+    args = build_parser(full).parse_args(full)
+    assert getattr(args, "compile", None) == expected  # left out: the stage's default, auto
