@@ -19,7 +19,7 @@ from rfseg.errors import UserError
 #: the largest tile overlap accepted (as a fraction of the tile); the config schema states the same bound
 MAX_OVERLAP = 0.9
 #: the default tile overlap of whole-micrograph inference (README, Performance: chosen by dice and speed)
-DEFAULT_OVERLAP = 0.125
+DEFAULT_OVERLAP = 0.5
 
 
 def gaussian_weight(tile: int, sigma_scale: float = 1 / 8) -> np.ndarray:

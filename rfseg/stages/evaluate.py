@@ -34,9 +34,8 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
     manifest = manifest.set_index("source_image")
     index = artifacts.read_patch_index(patch_dir)
     test = index[index["split"] == "test"]
-    # half-tile overlap, as the published rows were first measured (on the demo's trained networks predict's
-    # default overlap changes the dice by at most 0.0014; benchmarks/overlap.py), and eager: a score must not depend
-    # on how many micrographs the test split has (compile="auto" would switch on with large splits)
+    # half-tile overlap (predict's default too), and eager: a score must not depend on how many micrographs the
+    # test split has (compile="auto" would switch on with large splits)
     predictor = Predictor([model_dir], device=device, overlap=0.5, tta=tta, batch_size=batch_size, compile="off")
     out = np.zeros((len(test), size, size), np.float32)
     for source, rows in test.groupby("source_image", sort=False):
