@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,7 +94,9 @@ def main(argv=None):
         row["max_abs_dice_change"] = max(abs(v) for v in row["dice_change_vs_first"].values())
     print(json.dumps({"machine": machine(args.threads), "results": str(args.results), "dataset": args.dataset,
                       "arch": args.arch, "models": [m.name for m in models],
-                      "micrographs": [str(i) for i, _ in pairs], "megapixels": pixels / 1e6, "overlaps": rows},
+                      # relative to the folder the workflow ran in, as the patch index names them
+                      "micrographs": [os.path.relpath(i, args.results.resolve().parent) for i, _ in pairs],
+                      "megapixels": pixels / 1e6, "overlaps": rows},
                      indent=2))
 
 
