@@ -18,7 +18,8 @@ from rfseg.errors import UserError
 
 #: the largest tile overlap accepted (as a fraction of the tile); the config schema states the same bound
 MAX_OVERLAP = 0.9
-#: the default tile overlap of whole-micrograph inference (README, Performance: chosen by dice and speed)
+#: the default tile overlap of whole-micrograph inference (README, Performance: smaller overlaps cost large-RF
+#: networks dice)
 DEFAULT_OVERLAP = 0.5
 
 

@@ -77,7 +77,7 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     tile : tile size in px (default: the training patch size)
     overlap : tile overlap as a fraction of the tile, 0 to :data:`rfseg.blocks.inference.MAX_OVERLAP`
     compile : "auto" (compile on a CPU once the job is large enough to pay for it), "on" or "off": run the models
-        through torch.compile with freezing (10-15 s once, then faster tiles;
+        through torch.compile with freezing (12-18 s once, then faster tiles;
         :data:`rfseg.blocks.predictor.COMPILE_AFTER_MPX`)
     on_pixel_mismatch : "resample" a micrograph at another pixel size to the models', or "refuse" it
     pixel_size_nm : nm/px for micrographs without one
