@@ -1,13 +1,15 @@
-"""How the sliding-window overlap changes prediction dice and speed, on a finished demo run, printed as JSON.
+"""How the sliding-window tiling changes prediction dice and speed, on a finished demo run, printed as JSON.
 
-    python -m benchmarks.overlap results                       # hrtem, n2_p22, overlaps 0.5 0.25 0.125
-    python -m benchmarks.overlap results --dataset lowres --arch n2_p44
+    python -m benchmarks.overlap results                       # hrtem, n2_p22: overlap 0.5, auto tiles, overlap 0.25
+    python -m benchmarks.overlap results --dataset lowres --arch n2_p44 --tilings 0.5,auto
 
 Each trained model of the architecture (every seed) and their ensemble segment, through ``rfseg.blocks.predictor``
 (the recipe, tiling and blending ``rfseg predict`` uses), the micrographs of the dataset's test split and the
 predict step's unseen micrographs when they belong to the dataset; pixel dice of the thresholded probability
-against the simulated masks, pooled over the micrographs, per overlap, and the difference to overlap 0.5. Speed:
-megapixels of micrograph per second of inference, eager and compiled, in the precision ``auto`` picks here.
+against the simulated masks, pooled over the micrographs, per tiling, and the difference to the first tiling. A
+tiling is ``auto`` (tiles fitted to each micrograph, stitched exactly: predict's default) or an overlap of
+Gaussian-blended tiles of the training patch size. Speed: megapixels of micrograph per second of inference, eager and
+compiled, in the precision ``auto`` picks here.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def main(argv=None):
     p.add_argument("results", type=Path)
     p.add_argument("--dataset", default="hrtem")
     p.add_argument("--arch", default="n2_p22")
-    p.add_argument("--overlaps", default="0.5,0.25,0.125")
+    p.add_argument("--tilings", default="0.5,auto,0.25",
+                   help="comma-separated: auto, or overlaps of tiles of the training patch size")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -66,18 +69,19 @@ def main(argv=None):
     images = [io.read_image(i) for i, _ in pairs]
     truth = [io.read_mask(m).astype(bool) for _, m in pairs]
     pixels = sum(im.data.size for im in images)
-    overlaps = [float(o) for o in args.overlaps.split(",")]
+    tilings = [dict(tile="auto") if t == "auto" else dict(tile=None, overlap=float(t))
+               for t in args.tilings.split(",")]
     rows = []
-    for overlap in overlaps:
-        row = {"overlap": overlap, "dice": {}}
+    for tiling in tilings:
+        row = {"tile": tiling["tile"] or "patch size", "overlap": tiling.get("overlap"), "dice": {}}
         for members, name in [([m], m.name) for m in models] + [(models, "ensemble")]:
-            predictor = Predictor(members, device="cpu", overlap=overlap)
+            predictor = Predictor(members, device="cpu", **tiling)
             t = time.perf_counter()
             prob = [predictor.micrograph(im.data, im.pixel_size_yx_nm)[0] for im in images]
             row["dice"][name] = _dice(prob, truth)
             if len(members) == 1:
                 row.setdefault("eager_mpx_per_s", []).append(pixels / 1e6 / (time.perf_counter() - t))
-        predictor = Predictor(models[:1], device="cpu", overlap=overlap, compile=True)
+        predictor = Predictor(models[:1], device="cpu", compile=True, **tiling)
         t = time.perf_counter()
         predictor.micrograph(images[0].data, images[0].pixel_size_yx_nm)
         first = time.perf_counter() - t
@@ -96,7 +100,7 @@ def main(argv=None):
                       "arch": args.arch, "models": [m.name for m in models],
                       # relative to the folder the workflow ran in, as the patch index names them
                       "micrographs": [os.path.relpath(i, args.results.resolve().parent) for i, _ in pairs],
-                      "megapixels": pixels / 1e6, "overlaps": rows},
+                      "megapixels": pixels / 1e6, "tilings": rows},
                      indent=2))
 
 

@@ -3,12 +3,13 @@
     python -m benchmarks.predict_job                 # 12 micrographs of 2048^2 px through au-5nm-423e fold0
     python -m benchmarks.predict_job --network results/hrtem/models/n2_p44/seed752 --size 4096 --images 16
     python -m benchmarks.predict_job --quick         # seconds: 2 micrographs of 512^2 px (CI)
+    python -m benchmarks.predict_job --tile 512 --overlap 0.5 --compile off   # fixed tiles, eager only
 
 A model bundle (default: the shipped real-data network ``resources/pretrained/au-5nm-423e/fold0``, N = 4, 512 px
 tiles) segments the same synthetic micrographs (5 nm dark discs in shot noise at the network's pixel size, so no
 resampling) through
-:class:`rfseg.blocks.predictor.Predictor` as ``rfseg predict`` runs it (the network's preprocessing recipe, sliding
-windows, precision ``auto``), once per ``compile`` setting (off, auto, on), each in a fresh process with an empty
+:class:`rfseg.blocks.predictor.Predictor` as ``rfseg predict`` runs it (the network's preprocessing recipe, its
+default tiles, precision ``auto``), once per ``compile`` setting (off, auto, on), each in a fresh process with an empty
 Inductor cache, so compilation is paid in full. Per setting: whole-job seconds (loading the model and segmenting,
 preprocessing and compilation included; making the synthetic input is not) and megapixels of micrograph per second,
 the seconds of each micrograph, and where ``auto`` compiled. From the
@@ -47,7 +48,7 @@ def micrograph(size: int, seed: int, pixel_size_nm: float) -> np.ndarray:
 
 
 def _job(args):
-    network, setting, n_images, size, threads, cache = args
+    network, setting, n_images, size, threads, cache, tiling = args
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     import torch
 
@@ -55,7 +56,7 @@ def _job(args):
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
-    predictor = Predictor([network], device="cpu", compile=setting)
+    predictor = Predictor([network], device="cpu", compile=setting, **tiling)
     load = time.perf_counter() - t
     px = predictor.pixel_size_nm
     seconds, compiled_at = [], None
@@ -70,7 +71,7 @@ def _job(args):
     return {"compile": setting, "job_seconds": wall, "job_mpx_per_s": n_images * size**2 / 1e6 / wall,
             "micrograph_seconds": seconds, "compiled_at_micrograph": compiled_at,
             "tile_mpx_per_micrograph": predictor.tile_mpx / n_images, "tile": predictor.tile,
-            "overlap": predictor.overlap}
+            "overlap": None if predictor.tile == "auto" else predictor.overlap}
 
 
 def main(argv=None):
@@ -82,16 +83,20 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=12)
     p.add_argument("--size", type=int, default=2048, help="micrograph side in px")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--tile", default="auto", help="predict's --tile: auto or a tile size in px")
+    p.add_argument("--overlap", type=float, default=0.5, help="predict's --overlap, with a tile size in px")
+    p.add_argument("--compile", nargs="+", choices=("off", "auto", "on"), help="the settings to run (default: all)")
     args = p.parse_args(argv)
     n, size = (2, 512) if args.quick else (args.images, args.size)
-    settings = ("off", "auto") if args.quick else ("off", "auto", "on")
+    settings = args.compile or (("off", "auto") if args.quick else ("off", "auto", "on"))
+    tiling = dict(tile="auto") if args.tile == "auto" else dict(tile=int(args.tile), overlap=args.overlap)
     runs = {}
     for setting in settings:
         with tempfile.TemporaryDirectory() as cache, mp.get_context("spawn").Pool(1) as pool:
-            runs[setting] = pool.apply(_job, ((args.network, setting, n, size, args.threads, cache),))
+            runs[setting] = pool.apply(_job, ((args.network, setting, n, size, args.threads, cache, tiling),))
     result = {"machine": machine(args.threads), "quick": args.quick, "network": args.network, "micrographs": n,
               "micrograph_px": size, "compile_after_mpx": COMPILE_AFTER_MPX, "runs": list(runs.values())}
-    if "on" in runs:
+    if {"off", "on"} <= runs.keys():
         # the first micrograph of a run carries its one-off costs (compilation with "on"); the others are steady
         steady = {k: float(np.median(runs[k]["micrograph_seconds"][1:])) for k in ("off", "on")}
         first_extra = {k: runs[k]["micrograph_seconds"][0] - steady[k] for k in ("off", "on")}

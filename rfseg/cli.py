@@ -47,6 +47,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _tile(text: str) -> int | str:
+    """--tile: "auto" or a tile size in px."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a tile size in px, got {text!r}") from None
+
+
 def _defaults(fn) -> dict:
     """Keyword defaults of a stage function (or dataclass): the one place where they are set."""
     return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
@@ -444,7 +454,7 @@ def _run_dataset_table(args):
 
 # ---------------------------------------------------------------------------------------------------------- predict
 def _add_predict(p):
-    from rfseg.blocks.inference import MAX_OVERLAP
+    from rfseg.blocks.inference import AUTO_TILE_PX, MAX_OVERLAP
     from rfseg.blocks.predictor import COMPILE, COMPILE_AFTER_MPX
     from rfseg.blocks.runtime import DEVICES, PRECISIONS
     from rfseg.stages.predict import predict
@@ -460,8 +470,11 @@ def _add_predict(p):
     _opt(p, "--device", predict, choices=DEVICES)
     _opt(p, "--tta", predict, action="store_true", help="average the 8 dihedral transforms")
     _opt(p, "--batch-size", predict, type=int, help="tiles per batch")
-    _opt(p, "--tile", predict, type=int, help="tile size in px (default: the training patch size)")
-    _opt(p, "--overlap", predict, type=float, help=f"tile overlap as a fraction of the tile (0-{MAX_OVERLAP})")
+    _opt(p, "--tile", predict, type=_tile,
+         help=f"auto: tiles of up to {AUTO_TILE_PX} px fitted to each micrograph and stitched exactly (the "
+              "whole-micrograph result); or a tile size in px, Gaussian-blended with --overlap")
+    _opt(p, "--overlap", predict, type=float,
+         help=f"with --tile PX: tile overlap as a fraction of the tile (0-{MAX_OVERLAP})")
     _opt(p, "--precision", predict, choices=PRECISIONS,
          help="auto: bfloat16 on a CPU that supports it, float32 on a GPU (faster there); fp32: reference")
     _opt(p, "--compile", predict, nargs="?", const="on", choices=COMPILE,

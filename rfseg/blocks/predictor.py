@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from rfseg.blocks import bundle
-from rfseg.blocks.inference import DEFAULT_OVERLAP, compiled, sliding_window_probability, tile_boxes
+from rfseg.blocks.inference import (AUTO_TILE, DEFAULT_OVERLAP, check_tiling, compiled, sliding_window_probability,
+                                    tile_plan)
 from rfseg.blocks.preprocess import Recipe, apply_recipe
 from rfseg.blocks.runtime import pick_device
 from rfseg.errors import UserError, check_choice
@@ -29,13 +30,14 @@ class Predictor:
 
     Parameters
     ----------
-    tile : tile size in px; default the models' training patch size
+    tile : "auto" (tiles fitted to each micrograph and stitched exactly: the whole-micrograph result), a tile size in
+        px (Gaussian-blended tiles overlapping by ``overlap``), or None for the models' training patch size
     overlap, batch_size, tta, precision : as :func:`rfseg.blocks.inference.sliding_window_probability`
     compile : "on" (or True) runs the models through torch.compile with freezing, "off" (or False) eager;
         "auto" compiles on a CPU once the tiles segmented reach :data:`COMPILE_AFTER_MPX` per model
     """
 
-    def __init__(self, model_dirs, *, device: str = "auto", tile: int | None = None,
+    def __init__(self, model_dirs, *, device: str = "auto", tile: int | str | None = AUTO_TILE,
                  overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, tta: bool = False, precision: str = "auto",
                  compile: bool | str = "auto"):
         compile = {True: "on", False: "off"}.get(compile, compile)
@@ -56,6 +58,8 @@ class Predictor:
         self.models = [m for m, _ in loaded]
         self.tile = first["patch_size_px"] if tile is None else tile
         self.overlap, self.batch_size, self.tta, self.precision = overlap, batch_size, tta, precision
+        for model in self.models:
+            check_tiling(self.tile, overlap, batch_size, model.spec)
         self.compile, self.compiled, self.tile_mpx = compile, False, 0.0
         if compile == "on":
             self._compile()
@@ -66,8 +70,8 @@ class Predictor:
 
     def _count_tiles(self, shape):
         """Adds one micrograph's tile work to the job's and compiles when ``compile="auto"`` says it pays."""
-        _, boxes = tile_boxes(shape, self.tile, self.overlap, self.models[0].spec.downsampling)
-        self.tile_mpx += len(boxes) * self.tile ** 2 * (8 if self.tta else 1) / 1e6
+        plan = tile_plan(shape, self.tile, self.overlap, self.models[0].spec)
+        self.tile_mpx += plan.tile_px * (8 if self.tta else 1) / 1e6
         if (self.compile == "auto" and not self.compiled and self.device.type == "cpu"
                 and self.tile_mpx >= COMPILE_AFTER_MPX):
             self._compile()

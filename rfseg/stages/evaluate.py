@@ -34,9 +34,9 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
     manifest = manifest.set_index("source_image")
     index = artifacts.read_patch_index(patch_dir)
     test = index[index["split"] == "test"]
-    # half-tile overlap (predict's default too), and eager: a score must not depend on how many micrographs the
+    # predict's tiling (the whole-micrograph result), and eager: a score must not depend on how many micrographs the
     # test split has (compile="auto" would switch on with large splits)
-    predictor = Predictor([model_dir], device=device, overlap=0.5, tta=tta, batch_size=batch_size, compile="off")
+    predictor = Predictor([model_dir], device=device, tta=tta, batch_size=batch_size, compile="off")
     out = np.zeros((len(test), size, size), np.float32)
     for source, rows in test.groupby("source_image", sort=False):
         rec = manifest.loc[source]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rfseg.blocks import bundle, io
-from rfseg.blocks.inference import DEFAULT_OVERLAP
+from rfseg.blocks.inference import AUTO_TILE, DEFAULT_OVERLAP
 from rfseg.blocks.particles import drop_labels, particle_filter, particle_table
 from rfseg.blocks.predictor import MISMATCH, Predictor
 from rfseg.blocks.runtime import set_threads
@@ -61,7 +61,7 @@ def _check_images(paths: list[Path]) -> None:
 
 
 def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = False, batch_size: int = 8,
-            tile: int | None = None, overlap: float = DEFAULT_OVERLAP, precision: str = "auto",
+            tile: int | str = AUTO_TILE, overlap: float = DEFAULT_OVERLAP, precision: str = "auto",
             compile: bool | str = "auto",
             on_pixel_mismatch: str = "resample", pixel_tolerance: float = 0.01, pixel_size_nm: float | None = None,
             min_area_px: float | None = None, min_area_nm2: float | None = None, keep_all: bool = False,
@@ -74,8 +74,11 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
 
     Parameters
     ----------
-    tile : tile size in px (default: the training patch size)
-    overlap : tile overlap as a fraction of the tile, 0 to :data:`rfseg.blocks.inference.MAX_OVERLAP`
+    tile : "auto": tiles fitted to each micrograph, overlapping by the network's context and cut at the middle of the
+        overlap, which gives the whole-micrograph result; or a tile size in px: Gaussian-blended tiles
+        (:func:`rfseg.blocks.inference.sliding_window_probability`)
+    overlap : with a tile size in px, the tile overlap as a fraction of the tile, 0 to
+        :data:`rfseg.blocks.inference.MAX_OVERLAP`
     compile : "auto" (compile on a CPU once the job is large enough to pay for it), "on" or "off": run the models
         through torch.compile with freezing (12-18 s once, then faster tiles;
         :data:`rfseg.blocks.predictor.COMPILE_AFTER_MPX`)

@@ -4,8 +4,10 @@ import torch
 
 from conftest import disks
 from rfseg.blocks.bundle import load_bundle
-from rfseg.blocks.inference import (class_probability, gaussian_weight, compiled, predict_patches,
-                                    sliding_window_probability, tile_starts)
+from rfseg.blocks import inference
+from rfseg.blocks.inference import (class_probability, context_px, fitted_tiles, gaussian_weight, compiled,
+                                    predict_patches, sliding_window_probability, tile_plan, tile_starts)
+from rfseg.blocks.models import ArchSpec, ResidualUNet, init_weights
 from rfseg.blocks.runtime import inference_precision
 from rfseg.errors import UserError
 
@@ -15,6 +17,42 @@ def test_tile_geometry():
     assert tile_starts(64, 64, 32) == [0]
     w = gaussian_weight(64)
     assert w.max() == 1 and w.min() > 0 and w[32, 32] > w[0, 0]
+
+
+@pytest.mark.parametrize("length,max_tile,context,k", [(1024, 1024, 64, 16), (1040, 1024, 64, 16), (4096, 1024, 128, 32),
+                                                       (3000, 512, 24, 4), (640, 256, 112, 16), (2048, 1024, 0, 4)])
+def test_fitted_tiles_cover_the_axis_with_every_cut_a_full_context_inside_both_tiles(length, max_tile, context, k):
+    tile, starts, cuts = fitted_tiles(length, max_tile, context, k)
+    assert tile % k == 0 and starts[0] == 0 and starts[-1] + tile == length and all(s % k == 0 for s in starts)
+    assert tile <= max(max_tile, 2 * context + 2 * k) and cuts[0] == 0 and cuts[-1] == length
+    for i, cut in enumerate(cuts[1:-1]):
+        assert cut - starts[i + 1] >= context and starts[i] + tile - cut >= context
+    # as few tiles as the overlap allows: one fewer could not keep the context at every cut
+    n = len(starts)
+    assert n == 1 or (n - 1) * tile - (n - 2) * 2 * context < length or tile > max_tile - k
+
+
+@pytest.mark.parametrize("arch", ["n2_p22", "n2_p22_d124", "n2_p44", "n2_p84", "n4_p2222"])
+def test_auto_tiles_equal_inference_on_the_whole_image(arch, monkeypatch):
+    spec = ArchSpec.from_name(arch)
+    model = ResidualUNet(spec).eval()
+    init_weights(model, seed=3)
+    # small tiles, so that a small image needs several in each direction (and tiles of unequal padding)
+    k = spec.downsampling
+    max_tile = 2 * context_px(spec) + 4 * k
+    monkeypatch.setattr(inference, "AUTO_TILE_PX", max_tile)
+    h, w = max_tile * 3 // 2 + 5, max_tile * 2 + 13
+    image = np.random.default_rng(0).normal(size=(h, w)).astype(np.float32)
+    plan = tile_plan(image.shape, "auto", 0.5, spec)
+    assert len(plan.starts) >= 6
+    padded = np.pad(image, ((0, -h % k), (0, -w % k)), mode="reflect")
+    with torch.no_grad():
+        whole = torch.softmax(model(torch.from_numpy(padded)[None, None]), 1)[0, 1, :h, :w].numpy()
+    tiled = sliding_window_probability(model, image, precision="fp32")
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    # Gaussian-blended tiles of the same size do not: their edges lack context
+    blended = sliding_window_probability(model, image, tile=plan.tile[0], overlap=0.5, precision="fp32")
+    assert np.abs(blended - whole).max() > 1e-3
 
 
 def test_single_tile_equals_whole_image_inference(toy_models):
@@ -90,6 +128,7 @@ def test_class_probability_is_the_softmax(classes):
 
 
 @pytest.mark.parametrize("options,needle", [(dict(tile=0), "tile size 0 px"), (dict(tile=62), "multiple of 4"),
+                                            (dict(tile="big"), "nor 'auto'"),
                                             (dict(tile=64, overlap=0.95), "overlap"),
                                             (dict(tile=64, batch_size=0), "batch size")])
 def test_bad_tiling_options_are_clear_errors(toy_models, options, needle):
@@ -127,7 +166,7 @@ def test_predictor_compiles_automatically_once_the_job_is_large_enough(toy_model
     # a 256 px micrograph is 25 tiles of 64 px at overlap 0.25: 0.1024 Mpx of tiles per model
     monkeypatch.setattr(predictor_module, "COMPILE_AFTER_MPX", 0.15)
     image = disks(256)[0]
-    auto = predictor_module.Predictor(toy_models, device="cpu", overlap=0.25)
+    auto = predictor_module.Predictor(toy_models, device="cpu", tile=64, overlap=0.25)
     first = auto.micrograph(image, (0.25, 0.25))[0]
     assert not auto.compiled and auto.tile_mpx == pytest.approx(0.1024)
     second = auto.micrograph(image, (0.25, 0.25))[0]

@@ -48,6 +48,8 @@ def test_predict_options_and_outputs(cli, tmp_path, trained):
                    "batch size (--batch-size) must be at least 1")
     one_line_error(cli("predict", trained, tmp_path / "a.tif", "--tile", 0, "--out", tmp_path / "o"),
                    "tile size 0 px (--tile)")
+    one_line_error(cli("predict", trained, tmp_path / "a.tif", "--tile", "big", "--out", tmp_path / "o"),
+                   "expected 'auto' or a tile size in px")
     (tmp_path / "b").mkdir()
     io.write_tiff(tmp_path / "b" / "a.tif", image, 0.25)
     one_line_error(cli("predict", trained, tmp_path / "a.tif", tmp_path / "b/a.tif", "--out", tmp_path / "o"),
