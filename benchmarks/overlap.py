@@ -2,8 +2,10 @@
 
     python -m benchmarks.overlap results                       # hrtem, n2_p22: overlap 0.5, auto tiles, overlap 0.25
     python -m benchmarks.overlap results --dataset lowres --arch n2_p44 --tilings 0.5,auto
+    python -m benchmarks.overlap results --published au-5nm-423e     # the shipped real-data folds instead
 
-Each trained model of the architecture (every seed) and their ensemble segment, through ``rfseg.blocks.predictor``
+Each trained model of the architecture (every seed; or each fold of a shipped published network) and their ensemble
+segment, through ``rfseg.blocks.predictor``
 (the recipe, tiling and blending ``rfseg predict`` uses), the micrographs of the dataset's test split and the
 predict step's unseen micrographs when they belong to the dataset; pixel dice of the thresholded probability
 against the simulated masks, pooled over the micrographs, per tiling, and the difference to the first tiling. A
@@ -57,14 +59,21 @@ def main(argv=None):
     p.add_argument("results", type=Path)
     p.add_argument("--dataset", default="hrtem")
     p.add_argument("--arch", default="n2_p22")
+    p.add_argument("--published", help="a shipped published network (resources/pretrained/NAME) instead of --arch")
     p.add_argument("--tilings", default="0.5,auto,0.25",
                    help="comma-separated: auto, or overlaps of tiles of the training patch size")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    models = sorted((args.results / args.dataset / "models" / args.arch).glob("seed*"))
+    if args.published:
+        from rfseg.stages.importer import PRETRAINED
+
+        models = sorted((PRETRAINED / args.published).glob("fold*"))
+    else:
+        models = sorted((args.results / args.dataset / "models" / args.arch).glob("seed*"))
     if not models:
-        p.error(f"no trained {args.arch} under {args.results / args.dataset / 'models'}: run the demo first")
+        p.error(f"no models of {args.published}: name a folder of resources/pretrained" if args.published else
+                f"no trained {args.arch} under {args.results / args.dataset / 'models'}: run the demo first")
     pairs = _micrographs(args.results, args.dataset)
     images = [io.read_image(i) for i, _ in pairs]
     truth = [io.read_mask(m).astype(bool) for _, m in pairs]
@@ -83,13 +92,14 @@ def main(argv=None):
                 row.setdefault("eager_mpx_per_s", []).append(pixels / 1e6 / (time.perf_counter() - t))
         predictor = Predictor(models[:1], device="cpu", compile=True, **tiling)
         t = time.perf_counter()
-        predictor.micrograph(images[0].data, images[0].pixel_size_yx_nm)
+        for shape in {im.data.shape: im for im in images}.values():  # a compiled model compiles once per shape
+            predictor.micrograph(shape.data, shape.pixel_size_yx_nm)
         first = time.perf_counter() - t
         t = time.perf_counter()
         for im in images:
             predictor.micrograph(im.data, im.pixel_size_yx_nm)
         row.update(eager_mpx_per_s=float(np.median(row["eager_mpx_per_s"])),
-                   compiled_mpx_per_s=pixels / 1e6 / (time.perf_counter() - t), compiled_first_call_s=first)
+                   compiled_mpx_per_s=pixels / 1e6 / (time.perf_counter() - t), compiled_first_calls_s=first)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     base = rows[0]["dice"]
@@ -97,7 +107,7 @@ def main(argv=None):
         row["dice_change_vs_first"] = {k: row["dice"][k] - base[k] for k in base}
         row["max_abs_dice_change"] = max(abs(v) for v in row["dice_change_vs_first"].values())
     print(json.dumps({"machine": machine(args.threads), "results": str(args.results), "dataset": args.dataset,
-                      "arch": args.arch, "models": [m.name for m in models],
+                      "arch": args.published or args.arch, "models": [m.name for m in models],
                       # relative to the folder the workflow ran in, as the patch index names them
                       "micrographs": [os.path.relpath(i, args.results.resolve().parent) for i, _ in pairs],
                       "megapixels": pixels / 1e6, "tilings": rows},

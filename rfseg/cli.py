@@ -265,6 +265,9 @@ def _add_train(p):
          help="initial weights of the output layer: small: N(0, 0.01^2), near-zero logits; kaiming: the paper")
     _opt(p, "--lr-schedule", TrainConfig, choices=LR_SCHEDULES,
          help="constant (the paper) or cosine: every learning rate decays along half a cosine to 0 at the end")
+    _opt(p, "--ema-halflife", TrainConfig, "ema_halflife_epochs", type=_positive_float,
+         help="validate, select and save an exponential moving average of the weights with this half-life in epochs "
+              "(off by default, as in the paper)")
     _opt(p, "--checkpoint", train, help="per-epoch checkpoint for exact resume (default: OUT/checkpoint.pt)")
     _opt(p, "--threads", train, type=int, help="CPU threads")
     _opt(p, "--dataset", train, help="dataset name, recorded in model.json")
@@ -277,7 +280,7 @@ def _run_train(args):
 
     cfg = TrainConfig(**_given(args, "epochs", "batch_size", "lr", "augment", "precision", "channels_last",
                                "device", "early_stopping_patience", "select", "head_bias", "head_bias_lr_scale",
-                               "head_init", "lr_schedule"))
+                               "head_init", "lr_schedule", "ema_halflife_epochs"))
     print(f"training {args.arch} seed {args.seed} on {args.patches}", flush=True)
     meta = train(args.patches, args.out, args.arch, args.seed, cfg, **_given(args, "checkpoint", "threads",
                                                                             "dataset"))

@@ -330,6 +330,7 @@ class Plan:
             ("--early-stopping", t.get("early_stopping_patience")), ("--select", t["select"]),
             ("--head-bias", t.get("head_bias")), ("--head-bias-lr-scale", t.get("head_bias_lr_scale")),
             ("--head-init", t.get("head_init")), ("--lr-schedule", t.get("lr_schedule")),
+            ("--ema-halflife", t.get("ema_halflife_epochs")),
         ])
 
     def evaluate_flags(self) -> str:

@@ -1,6 +1,9 @@
-"""The pieces of one training loop: an optimisation step with on-the-fly augmentation, and validation."""
+"""The pieces of one training loop: an optimisation step with on-the-fly augmentation, validation, and a moving
+average of the weights."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -40,3 +43,22 @@ def train_step(model, opt, amp, memfmt, x_all, y_all, batch_idx, transforms) -> 
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics (Polyak averaging), updated after
+    every optimisation step; ``model`` is the averaged copy. After ``halflife_steps`` steps an update has half the
+    weight it had when it was made. The average starts as a copy of the model."""
+
+    def __init__(self, model: torch.nn.Module, halflife_steps: float):
+        self.model = copy.deepcopy(model).eval()
+        self.decay = 0.5 ** (1 / halflife_steps)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        floats, counts = [], []
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+            (floats if mine.is_floating_point() else counts).append((mine, theirs))
+        torch._foreach_lerp_([m for m, _ in floats], [t for _, t in floats], 1 - self.decay)
+        for mine, theirs in counts:  # batch norm's step counters
+            mine.copy_(theirs)

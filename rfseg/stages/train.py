@@ -25,7 +25,7 @@ from rfseg.blocks import artifacts, bundle
 from rfseg.blocks.augment import epoch_plan
 from rfseg.blocks.models import ArchSpec, build_model, count_params, receptive_field, set_head_prior
 from rfseg.blocks.runtime import autocast_dtype, autocast_factory, configure_cuda, pick_device, set_threads
-from rfseg.blocks.training import train_step, validate
+from rfseg.blocks.training import WeightAverage, train_step, validate
 from rfseg.errors import UserError, check_choice
 
 #: after the checkpoint of this epoch the process waits for a signal (tests interrupt training at a known point)
@@ -55,6 +55,7 @@ class TrainConfig:
     head_bias_lr_scale: float = 30.0  # Adam learning rate of the head's bias relative to lr (1: the paper)
     head_init: str = "small"  # output-layer weights: "small": N(0, 0.01²); "kaiming": the paper
     lr_schedule: str = "constant"  # "constant" (the paper) or "cosine": decays to 0 over the epochs
+    ema_halflife_epochs: float | None = None  # validate and keep an exponential moving average of the weights
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -70,6 +71,9 @@ class TrainConfig:
         if not self.head_bias_lr_scale > 0:
             raise UserError(f"the head-bias learning-rate scale (--head-bias-lr-scale) must be positive, got "
                             f"{self.head_bias_lr_scale}")
+        if self.ema_halflife_epochs is not None and not self.ema_halflife_epochs > 0:
+            raise UserError(f"the weight-average half-life (--ema-halflife) must be a positive number of epochs, "
+                            f"got {self.ema_halflife_epochs}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise UserError("early-stopping patience (--early-stopping) must be at least 1 epoch")
 
@@ -169,6 +173,10 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
     opt = torch.optim.Adam([{"params": rest}, {"params": [model.head.bias], "lr": cfg.lr * cfg.head_bias_lr_scale}],
                            lr=cfg.lr)
     base_lrs = [group["lr"] for group in opt.param_groups]
+    steps_per_epoch = math.ceil(len(epoch_plan(seed, 0, len(x_train), cfg.augment)[0]) / cfg.batch_size)
+    average = (None if cfg.ema_halflife_epochs is None else
+               WeightAverage(model, halflife_steps=cfg.ema_halflife_epochs * steps_per_epoch))
+    judged = average.model if average else model  # the weights validated, selected and saved
     dtype = autocast_dtype(cfg.precision, device)
     amp = autocast_factory(device, dtype)
     identity = run_identity(spec, cfg, seed, summary, arrays)
@@ -179,6 +187,8 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
         ckpt = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+        if average:
+            average.model.load_state_dict(ckpt["average"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
         history, start, best, best_state = ckpt["history"], ckpt["epoch"], tuple(ckpt["best"]), ckpt["best_state"]
@@ -203,13 +213,15 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
             for i in range(0, len(idx), cfg.batch_size):
                 b, k = idx[i:i + cfg.batch_size], ks[i:i + cfg.batch_size]
                 loss_sum += train_step(model, opt, amp, memfmt, x_train, y_train, b, k) * len(b)
+                if average:
+                    average.update(model)
             train_loss = float(loss_sum) / len(idx)  # waits for the last step
             t_steps = time.perf_counter()
             if not math.isfinite(train_loss):
                 raise UserError(f"{out}: training diverged in epoch {epoch + 1} (the loss is not finite); the last "
                                 f"checkpoint, if any, is kept: try training.precision fp32 (--precision fp32) or a "
                                 f"lower training.lr (--lr)")
-            val_loss, val_dice = validate(model, x_val, y_val, cfg.batch_size, amp)
+            val_loss, val_dice = validate(judged, x_val, y_val, cfg.batch_size, amp)
             t_val = time.perf_counter()
             history.append({"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
                             "val_loss": val_loss, "val_dice": val_dice, "seconds": t_val - t0,
@@ -219,9 +231,10 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
                   f"{val_dice:.4f} ({history[-1]['seconds']:.1f} s)", flush=True)
             if val_dice > best[0]:
                 best = (val_dice, epoch + 1)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
             bundle.write_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                **({"average": average.model.state_dict()} if average else {}),
                 "history": history, "best": list(best), "best_state": best_state,
                 "torch_rng": torch.get_rng_state(), "config_hash": identity})
             # known only after the write, so the checkpoint's own copy of this row lacks it
@@ -233,7 +246,7 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
     finally:
         signal.signal(signal.SIGTERM, old_handler)
 
-    state = best_state if cfg.select == "best" else model.state_dict()
+    state = best_state if cfg.select == "best" else judged.state_dict()
     px = summary["pixel_size_nm"]
     meta = {
         "arch": spec.to_dict(), "name": spec.name, "params": count_params(model), "rf_px": rf,

@@ -10,7 +10,7 @@ import torch
 
 from rfseg.blocks import training as train_mod
 from rfseg.blocks.bundle import load_bundle
-from rfseg.blocks.models import ArchSpec
+from rfseg.blocks.models import ArchSpec, build_model
 from rfseg.errors import UserError
 from rfseg.stages.evaluate import evaluate
 from rfseg.stages.train import TrainConfig, lr_factor, train
@@ -77,7 +77,8 @@ def test_same_data_order_for_every_architecture(tmp_path, monkeypatch):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_kill_and_resume_is_bit_identical(tmp_path, sig):
     patches = make_patch_dir(tmp_path / "p", n=(40, 4, 4), size=64)
-    epochs, cosine = 6, ["--lr-schedule", "cosine"]  # the rates of the resumed epochs follow the schedule too
+    # the rates of the resumed epochs follow the schedule, and the weight average resumes where it was
+    epochs, cosine = 6, ["--lr-schedule", "cosine", "--ema-halflife", "1"]
     subprocess.run(train_cmd(patches, tmp_path / "ref", epochs) + cosine, check=True, capture_output=True)
     proc = start_paused(train_cmd(patches, tmp_path / "cut", epochs) + cosine, tmp_path / "cut/checkpoint.pt", 2)
     assert torch.load(tmp_path / "cut/checkpoint.pt", weights_only=True)["epoch"] == 2
@@ -108,6 +109,28 @@ def test_cosine_schedule_sets_every_group_along_half_a_cosine(tmp_path):
     assert np.allclose(history["lr"], [FAST["lr"] * lr_factor("cosine", e, 4) for e in range(4)])
     with pytest.raises(UserError, match="--lr-schedule"):
         TrainConfig(lr_schedule="step")
+
+
+def test_weight_average_halves_an_update_after_its_half_life_and_is_what_training_keeps(tmp_path):
+    from rfseg.blocks.training import WeightAverage
+
+    zeros, ones = (build_model(ArchSpec.from_name("n2_p22"), seed=1) for _ in range(2))
+    with torch.no_grad():
+        for a, b in zip(zeros.parameters(), ones.parameters()):
+            a.zero_(), b.fill_(1)
+    average = WeightAverage(zeros, halflife_steps=4)
+    for _ in range(4):
+        average.update(ones)
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in average.model.parameters())
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in zeros.parameters())  # the average is a copy
+    patches = make_patch_dir(tmp_path / "p", n=(8, 2, 2), size=48)
+    meta = train(patches, tmp_path / "run", "n2_p22", 1, TrainConfig(epochs=3, ema_halflife_epochs=1, **FAST))
+    plain = train(patches, tmp_path / "plain", "n2_p22", 1, TrainConfig(epochs=3, **FAST))
+    assert meta["training"]["ema_halflife_epochs"] == 1
+    assert not same_weights(tmp_path / "run/model.pt", tmp_path / "plain/model.pt")
+    assert meta["final"]["train_loss"] == plain["final"]["train_loss"]  # the average does not change training
+    with pytest.raises(UserError, match="--ema-halflife"):
+        TrainConfig(ema_halflife_epochs=0)
 
 
 def test_kill_during_the_checkpoint_write_keeps_the_last_one(tmp_path, monkeypatch):
