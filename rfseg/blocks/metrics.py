@@ -34,12 +34,24 @@ def pooled_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)}
 
 
+def calibration_error(prob: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of particle probabilities, pooled over all pixels: the pixel-weighted mean, over
+    ``bins`` equal-width probability bins, of |mean probability - particle share|. 0 for a calibrated predictor (among
+    pixels given p, a share p is particle); at most 1."""
+    p = np.asarray(prob, np.float64).ravel()
+    t = np.asarray(truth, bool).ravel()
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    gap = np.bincount(idx, weights=p, minlength=bins) - np.bincount(idx, weights=t, minlength=bins)
+    return float(np.abs(gap).sum() / max(len(p), 1))
+
+
 def segmentation_scores(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Every score of one method on a set of patches (n, H, W): hard and soft per-patch dice plus pooled scores."""
+    """Every score of one method on a set of patches (n, H, W): hard and soft per-patch dice, pooled scores and the
+    calibration error of the probabilities."""
     hard = prob > 0.5
     return {"hard_dice": float(dice_per_patch(hard, truth).mean()),
             "soft_dice": float(dice_per_patch(prob, truth).mean()),
-            **pooled_scores(hard, truth)}
+            **pooled_scores(hard, truth), "calibration_error": calibration_error(prob, truth)}
 
 
 def particle_recovery(pred: np.ndarray, truth: np.ndarray, pixel_size_nm: float | None) -> list[dict]:

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-METRICS = ["hard_dice", "soft_dice", "global_dice", "iou", "precision", "recall"]
+METRICS = ["hard_dice", "soft_dice", "global_dice", "iou", "precision", "recall", "calibration_error"]
 KEYS = ["dataset", "method", "arch", "blocks", "pools", "dilations", "mode", "params", "rf_px", "rf_nm"]
 
 
@@ -24,7 +24,7 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     """
     keys = [k for k in KEYS if k in rows.columns]
     g = rows.fillna({k: "" for k in keys}).groupby(keys, sort=False, dropna=False)
-    out = g[METRICS].agg(["mean", "std"])
+    out = g[[m for m in METRICS if m in rows.columns]].agg(["mean", "std"])  # older runs lack newer metrics
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out.insert(0, "n_seeds", g.size())
     return out.reset_index().sort_values(["dataset", "method", "blocks", "rf_px"], na_position="first")

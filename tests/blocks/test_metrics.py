@@ -34,3 +34,15 @@ def test_aggregate_mean_std():
     assert agg["hard_dice_mean"].item() == pytest.approx(0.85)
     assert agg["hard_dice_std"].item() == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert agg["n_seeds"].item() == 2
+
+
+def test_calibration_error_is_small_for_calibrated_and_large_for_overconfident_probabilities():
+    from rfseg.blocks.metrics import calibration_error
+
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000)
+    truth = rng.random(p.size) < p  # a share p of the pixels given p is particle
+    assert calibration_error(p, truth) < 0.01
+    assert calibration_error(np.where(p > 0.5, 1.0, 0.0), truth) == pytest.approx(0.25, abs=0.01)
+    assert calibration_error(np.full(p.size, 0.5), truth) == pytest.approx(0.0, abs=0.01)
+    assert calibration_error(np.ones(4), np.array([1, 1, 0, 0])) == 0.5
