@@ -19,9 +19,9 @@ from rfseg.errors import UserError, check_choice
 MISMATCH = ("resample", "refuse")
 COMPILE = ("auto", "on", "off")
 #: with ``compile="auto"`` on a CPU, the models are compiled once the job's tiles reach this many megapixels per
-#: model (the current micrograph's included): the tiles eager inference segments in the time compiling takes
-#: (18 s at 6.5 Mpx/s of tiles, measured by benchmarks/predict_job.py; README, Performance), the rent-or-buy rule
-#: that never costs more than twice the better choice in hindsight. On a GPU compiling gains too little (README).
+#: model (the current micrograph's included): about the tiles eager inference segments in the time compiling takes
+#: (12-14 s at 8.0-11.6 Mpx/s of tiles, measured by benchmarks/predict_job.py; README, Performance), the rent-or-buy
+#: rule that never costs more than twice the better choice in hindsight. On a GPU compiling gains too little (README).
 COMPILE_AFTER_MPX = 120.0
 
 

@@ -19,8 +19,9 @@ def test_tile_geometry():
     assert w.max() == 1 and w.min() > 0 and w[32, 32] > w[0, 0]
 
 
-@pytest.mark.parametrize("length,max_tile,context,k", [(1024, 1024, 64, 16), (1040, 1024, 64, 16), (4096, 1024, 128, 32),
-                                                       (3000, 512, 24, 4), (640, 256, 112, 16), (2048, 1024, 0, 4)])
+@pytest.mark.parametrize("length,max_tile,context,k", [(1024, 1024, 64, 16), (1040, 1024, 64, 16),
+                                                       (4096, 1024, 128, 32), (3000, 512, 24, 4), (640, 256, 112, 16),
+                                                       (2048, 1024, 0, 4)])
 def test_fitted_tiles_cover_the_axis_with_every_cut_a_full_context_inside_both_tiles(length, max_tile, context, k):
     tile, starts, cuts = fitted_tiles(length, max_tile, context, k)
     assert tile % k == 0 and starts[0] == 0 and starts[-1] + tile == length and all(s % k == 0 for s in starts)
