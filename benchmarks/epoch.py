@@ -3,6 +3,7 @@
     python -m benchmarks.epoch                 # small set: ~70 simulated low-res patches of 256 px, n2_p44, 6 epochs
     python -m benchmarks.epoch --paper-sized   # also 216 patches of 512 px (the paper's set size), 3 epochs
     python -m benchmarks.epoch --quick         # seconds: checks that everything runs (CI)
+    python -m benchmarks.epoch --precision fp32   # rfseg in float32 too: its gain without bfloat16, on any CPU
 
 rfseg: the ``rfseg train`` command as the workflow runs it (a fresh process: start-up, loading, the epochs with
 validation and an atomic checkpoint after each), timed from outside and per part from its own ``history.csv``
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from benchmarks import machine
 from benchmarks.throughput import dihedral_stack, paper_sized_patches
+from rfseg.blocks.runtime import PRECISIONS
 
 
 def _small_set(root: Path, n_images: int, size: int, patch: int) -> Path:
@@ -45,10 +47,10 @@ def _small_set(root: Path, n_images: int, size: int, patch: int) -> Path:
     return root / "patches"
 
 
-def _rfseg_train(patches: Path, out: Path, arch, epochs, batch, threads) -> dict:
+def _rfseg_train(patches: Path, out: Path, arch, epochs, batch, threads, precision) -> dict:
     cmd = [sys.executable, "-m", "rfseg.cli", "train", "--patches", str(patches), "--arch", arch, "--seed", "1",
            "--epochs", str(epochs), "--batch-size", str(batch), "--augment", "random8", "--threads", str(threads),
-           "--out", str(out)]
+           "--precision", precision, "--out", str(out)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -107,9 +109,9 @@ def _reference_train(patches: Path, out: Path, arch, epochs, batch, threads) -> 
             "final_batch_dice": float(dice[-1])}
 
 
-def _compare(name, patches, arch, epochs, batch, threads, tmp) -> dict:
+def _compare(name, patches, arch, epochs, batch, threads, precision, tmp) -> dict:
     row = {"set": name, "arch": arch, "epochs": epochs, "batch": batch,
-           "rfseg": _rfseg_train(patches, tmp / f"{name}-rfseg", arch, epochs, batch, threads),
+           "rfseg": _rfseg_train(patches, tmp / f"{name}-rfseg", arch, epochs, batch, threads, precision),
            "reference": _reference_train(patches, tmp / f"{name}-reference.pt", arch, epochs, batch, threads)}
     row["speedup_whole_epoch"] = row["rfseg"]["patches_per_s"] / row["reference"]["patches_per_s"]
     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -122,19 +124,22 @@ def main(argv=None):
     p.add_argument("--paper-sized", action="store_true", help="also the paper-sized set (216 patches of 512 px)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--arch", default="n2_p44")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="rfseg's training precision (the reference is always float32)")
     args = p.parse_args(argv)
-    result = {"machine": machine(args.threads), "quick": args.quick, "sets": []}
+    result = {"machine": machine(args.threads), "quick": args.quick, "precision": args.precision, "sets": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.quick:
             patches = _small_set(tmp / "small", n_images=6, size=256, patch=128)
-            result["sets"].append(_compare("quick", patches, args.arch, 3, 4, args.threads, tmp))
+            result["sets"].append(_compare("quick", patches, args.arch, 3, 4, args.threads, args.precision, tmp))
         else:
             patches = _small_set(tmp / "small", n_images=24, size=512, patch=256)
-            result["sets"].append(_compare("small", patches, args.arch, 6, 16, args.threads, tmp))
+            result["sets"].append(_compare("small", patches, args.arch, 6, 16, args.threads, args.precision, tmp))
         if args.paper_sized:
             patches = paper_sized_patches(tmp / "paper")
-            result["sets"].append(_compare("paper_sized", patches, args.arch, 3, 32, args.threads, tmp))
+            result["sets"].append(_compare("paper_sized", patches, args.arch, 3, 32, args.threads, args.precision,
+                                           tmp))
     print(json.dumps(result, indent=2))
 
 

@@ -37,13 +37,14 @@ def test_throughput_benchmark_sections_and_archs():
 
 
 def test_epoch_benchmark_quick_mode_prints_json():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.epoch", "--quick", "--threads", "1"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.epoch", "--quick", "--threads", "1", "--precision",
+                           "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
-    assert out["machine"]["cores"] >= 1 and out["machine"]["threads"] == 1
+    assert out["machine"]["cores"] >= 1 and out["machine"]["threads"] == 1 and out["precision"] == "fp32"
     (row,) = out["sets"]
     fast, ref = row["rfseg"], row["reference"]
+    assert fast["autocast"] == "fp32"  # the option reached rfseg train
     assert fast["train_patches"] > 0 and fast["epoch_s"] > 0 and ref["epoch_s"] > 0
     # the parts of an rfseg epoch add up to it, and the process did more than its epochs (start-up, loading)
     assert abs(sum(fast["parts_s"].values()) - fast["epoch_s"]) < 0.05 * fast["epoch_s"] + 0.01
