@@ -204,3 +204,72 @@ def test_dilated_convolutions_run_in_float32_under_cpu_autocast():
     assert y.dtype == torch.float32 and z.dtype == torch.bfloat16
     (y.square().mean() + z.float().square().mean()).backward()
     assert torch.isfinite(dilated.weight.grad).all() and torch.isfinite(x.grad).all()
+
+
+def _bf16_training_step(arch: str):
+    """Output, loss and parameter gradients of one bfloat16 autocast step of a channels-last model on the CPU."""
+    model = build_model(ArchSpec.from_name(arch), seed=3).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 64, 64, generator=gen).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(2, 64, 64, generator=gen) > 0.7).long()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y)
+    loss.backward()
+    return [logits.detach(), loss.detach()] + [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("arch", ["n2_p44", "n2_p22_d124"])
+def test_bfloat16_layout_fixes_change_layouts_not_values(arch, monkeypatch):
+    """rfseg views the one-channel input channels-last and turns the skip connections' gradients channels-last in
+    bfloat16 CPU training (both to avoid slow mixed-layout kernels); the step must compute the same numbers as
+    without them, and no bfloat16 add may mix layouts any more (float32 ones, such as the dilated layers', may)."""
+    import rfseg.blocks.models as models
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MixedAdds(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.found = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.add, torch.ops.aten.add_):
+                tensors = [a for a in args
+                           if isinstance(a, torch.Tensor) and a.ndim == 4 and a.dtype == torch.bfloat16]
+                if len(tensors) == 2 and tensors[0].stride() != tensors[1].stride():
+                    self.found.append((func, [(t.shape, t.dtype, t.stride()) for t in tensors]))
+            return func(*args, **(kwargs or {}))
+
+    with MixedAdds() as mixed:
+        fixed = _bf16_training_step(arch)
+    assert mixed.found == []
+    monkeypatch.setattr(models, "one_channel_as_channels_last", lambda x, like: x)
+    monkeypatch.setattr(models, "gradient_like", lambda t: t)
+    with MixedAdds() as mixed:
+        plain = _bf16_training_step(arch)
+    assert mixed.found, "without the fixes the step mixes layouts (else this test checks nothing)"
+    for a, b in zip(fixed, plain):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_layout_fixes_leave_float32_and_inference_alone():
+    """The input view and the gradient relayout apply to bfloat16 CPU autocast with grad only where stated."""
+    from rfseg.blocks.models import gradient_like, one_channel_as_channels_last
+
+    weight = torch.randn(4, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 1, 8, 8)
+    assert one_channel_as_channels_last(x, weight) is x  # no autocast: float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        viewed = one_channel_as_channels_last(x, weight)
+        assert viewed.stride() == (64, 1, 8, 1) and torch.equal(viewed, x)
+        assert one_channel_as_channels_last(x, weight.contiguous()) is x  # an NCHW model
+        assert one_channel_as_channels_last(torch.randn(2, 3, 8, 8), weight).stride() == (192, 64, 8, 1)
+    skip = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert gradient_like(skip) is skip  # float32
+    skip16 = skip.detach().bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.no_grad():
+        assert gradient_like(skip16) is skip16
+    out = gradient_like(skip16)
+    assert out is not skip16 and torch.equal(out, skip16)
+    torch.cat([out, out * 2], dim=1).sum().backward()
+    assert skip16.grad.is_contiguous(memory_format=torch.channels_last)
