@@ -56,7 +56,7 @@ def _job(args):
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
-    predictor = Predictor([network], device="cpu", compile=setting, **tiling)
+    predictor = Predictor([network], device="cpu", compile=setting, job_micrographs=n_images, **tiling)
     load = time.perf_counter() - t
     px = predictor.pixel_size_nm
     seconds, compiled_at = [], None

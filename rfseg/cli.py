@@ -482,7 +482,8 @@ def _add_predict(p):
          help="auto: bfloat16 on a CPU that supports it, float32 on a GPU (faster there); fp32: reference")
     _opt(p, "--compile", predict, nargs="?", const="on", choices=COMPILE,
          help="torch.compile the models with freezing: 12-18 s once, then faster tiles; auto: on a CPU once the "
-              f"job's tiles reach {COMPILE_AFTER_MPX:g} Mpx per model; a bare --compile is on")
+              f"job's tiles, those of the micrographs still to come included, reach {COMPILE_AFTER_MPX:g} Mpx per "
+              "model; a bare --compile is on")
     _opt(p, "--on-pixel-mismatch", predict, choices=["resample", "refuse"])
     _opt(p, "--pixel-size", predict, "pixel_size_nm", type=_positive_float, help="nm/px for images without one")
     _opt(p, "--min-area-px", predict, type=float,

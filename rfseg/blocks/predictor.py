@@ -37,12 +37,15 @@ class Predictor:
         px (Gaussian-blended tiles overlapping by ``overlap``), or None for the models' training patch size
     overlap, batch_size, tta, precision : as :func:`rfseg.blocks.inference.sliding_window_probability`
     compile : "on" (or True) runs the models through torch.compile with freezing, "off" (or False) eager;
-        "auto" compiles on a CPU once the tiles segmented reach :data:`COMPILE_AFTER_MPX` per model
+        "auto" compiles on a CPU once the job's tiles reach :data:`COMPILE_AFTER_MPX` per model
+    job_micrographs : how many micrographs the job segments, when known: ``compile="auto"`` then counts the ones
+        still to come as the size of the current one, so a job large enough compiles at its first micrograph instead
+        of after segmenting that many tiles eagerly; None: only the tiles segmented so far count
     """
 
     def __init__(self, model_dirs, *, device: str = "auto", tile: int | str | None = AUTO_TILE,
                  overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, tta: bool = False, precision: str = "auto",
-                 compile: bool | str = "auto"):
+                 compile: bool | str = "auto", job_micrographs: int | None = None):
         compile = {True: "on", False: "off"}.get(compile, compile)
         check_choice("--compile", compile, COMPILE)
         model_dirs = list(model_dirs)
@@ -64,6 +67,7 @@ class Predictor:
         for model in self.models:
             check_tiling(self.tile, overlap, batch_size, model.spec)
         self.compile, self.compiled, self.tile_mpx = compile, False, 0.0
+        self.job_micrographs, self.micrographs_seen = job_micrographs, 0
         if compile == "on":
             self._compile()
 
@@ -74,9 +78,12 @@ class Predictor:
     def _count_tiles(self, shape):
         """Adds one micrograph's tile work to the job's and compiles when ``compile="auto"`` says it pays."""
         plan = tile_plan(shape, self.tile, self.overlap, self.models[0].spec)
-        self.tile_mpx += plan.tile_px * (8 if self.tta else 1) / 1e6
+        mpx = plan.tile_px * (8 if self.tta else 1) / 1e6
+        self.tile_mpx += mpx
+        self.micrographs_seen += 1
+        to_come = max((self.job_micrographs or 0) - self.micrographs_seen, 0)
         if (self.compile == "auto" and not self.compiled and self.device.type == "cpu"
-                and self.tile_mpx >= COMPILE_AFTER_MPX):
+                and self.tile_mpx + to_come * mpx >= COMPILE_AFTER_MPX):
             self._compile()
 
     def __len__(self):

@@ -96,7 +96,7 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     io.check_output_dir(out_dir, reads=[*paths, *model_dirs])
     set_threads(threads)
     predictor = Predictor(model_dirs, device=device, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
-                          precision=precision, compile=compile)
+                          precision=precision, compile=compile, job_micrographs=len(paths))
     rows = []
     with io.atomic_dir(out_dir, reads=[*paths, *model_dirs]) as tmp:
         for path in progress(paths) if progress else paths:

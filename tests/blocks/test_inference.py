@@ -178,5 +178,12 @@ def test_predictor_compiles_automatically_once_the_job_is_large_enough(toy_model
         off.micrograph(image, (0.25, 0.25))
     assert not off.compiled
     assert predictor_module.Predictor(toy_models, device="cpu", compile="on").compiled
+    # a job known to be 2 micrographs (0.2048 Mpx) compiles at its first; one known to be 1 micrograph never does
+    known = predictor_module.Predictor(toy_models, device="cpu", tile=64, overlap=0.25, job_micrographs=2)
+    np.testing.assert_array_equal(known.micrograph(image, (0.25, 0.25))[0], first)
+    assert known.compiled
+    single = predictor_module.Predictor(toy_models, device="cpu", tile=64, overlap=0.25, job_micrographs=1)
+    single.micrograph(image, (0.25, 0.25))
+    assert not single.compiled
     with pytest.raises(UserError, match="--compile"):
         predictor_module.Predictor(toy_models, device="cpu", compile="sometimes")

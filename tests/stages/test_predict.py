@@ -50,3 +50,21 @@ def test_predict_cli_errors(cli, tmp_path, toy_models):
     assert proc.returncode == 2 and "matches no file" in proc.stderr
 
 
+
+
+def test_predict_tells_the_predictor_the_job_size(toy_models, tmp_path, monkeypatch):
+    """``--compile auto`` can only compile at a job's first micrograph if the predictor knows how many will follow."""
+    import rfseg.stages.predict as stage
+
+    seen = []
+
+    class Recording(stage.Predictor):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("job_micrographs"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "Predictor", Recording)
+    for name in ("a", "b", "c"):
+        io.write_tiff(tmp_path / f"{name}.tif", disks(64)[0], 0.25)
+    predict(toy_models[:1], [tmp_path / "*.tif"], tmp_path / "out", compile="off")
+    assert seen == [3]
