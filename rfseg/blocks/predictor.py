@@ -19,12 +19,13 @@ from rfseg.errors import UserError, check_choice
 MISMATCH = ("resample", "refuse")
 COMPILE = ("auto", "on", "off")
 #: with ``compile="auto"`` on a CPU, the models are compiled once the job's tiles reach this many megapixels per
-#: model (the current micrograph's included). The rent-or-buy rule: compile once the time eager inference has lost
-#: against compiled inference would have paid for the compilation, i.e. after compile_s / (1/eager - 1/compiled)
-#: megapixels of tiles, which never costs more than twice the better of "always" and "never" in hindsight. Measured by
-#: benchmarks/predict_job.py (README, Performance) on a bfloat16 CPU, two runs each: 250 and 776 Mpx for a published
-#: N = 4 network, 348 and 501 for the demo's N = 2; the smallest keeps all within that bound. On a GPU compiling
-#: gains too little (README).
+#: model, the current micrograph's and, when the job's size is known, those of the micrographs still to come (taken
+#: as the size of the current one) included. The rent-or-buy rule: compile once the time eager inference would lose
+#: against compiled inference pays for the compilation, i.e. after compile_s / (1/eager - 1/compiled) megapixels of
+#: tiles, which never costs more than twice the better of "always" and "never" in hindsight. Measured by
+#: benchmarks/predict_job.py (README, Performance) on a bfloat16 CPU: 250 and 776 Mpx for a published N = 4 network,
+#: 348, 460 and 501 for the demo's N = 2; the smallest keeps all within that bound. On a GPU compiling gains too
+#: little (README).
 COMPILE_AFTER_MPX = 250.0
 
 
