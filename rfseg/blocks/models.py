@@ -161,7 +161,7 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x):
         if (not self.training or x.device.type != "cpu" or x.shape[1] >= self.NCHW_BELOW_CHANNELS
-                or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
+                or not _channels_last_only(x)):
             return super().forward(x)
         nchw, cl = torch.contiguous_format, torch.channels_last
         return _Relayout.apply(super().forward(_Relayout.apply(x, nchw, cl)), cl, nchw)
