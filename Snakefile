@@ -1,6 +1,10 @@
 # rfseg workflow: see README.md. Rules live in workflow/rules/, one file per stage family; the plan (targets, flags,
 # checks) is rfseg.plan, tested Python.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from rfseg.errors import UserError
+from rfseg.plan import check_schema
 
 min_version("9.0")
 
@@ -19,6 +23,11 @@ envvars:
     "PATH",
 
 
+# A schema error as one line naming the key (rfseg.plan.check_schema); Snakemake's validate then fills in defaults.
+try:
+    check_schema(config, "workflow/schemas/config.schema.yaml")
+except UserError as e:
+    raise WorkflowError(str(e))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

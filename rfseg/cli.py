@@ -47,6 +47,26 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return v
+
+
 def _tile(text: str) -> int | str:
     """--tile: "auto" or a tile size in px."""
     if text == "auto":
@@ -86,8 +106,8 @@ def _progress(iterable, total, desc):
         return
     t0 = time.perf_counter()
     for i, item in enumerate(iterable, start=1):
+        yield item  # the caller's work on the item runs here: it is done when the loop comes back
         print(f"{desc}: {i}/{total} done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        yield item
 
 
 # ---------------------------------------------------------------------------------------------------------- arch
@@ -144,9 +164,9 @@ def _add_simulate(p):
     from rfseg.stages.simulate import KINDS, simulate
 
     p.add_argument("kind", choices=KINDS)
-    p.add_argument("--n-images", type=int, required=True)
+    p.add_argument("--n-images", type=_positive_int, required=True)
     p.add_argument("--seed", type=int, required=True)
-    _opt(p, "--size", simulate, help="image size in px", type=int)
+    _opt(p, "--size", simulate, help="image size in px", type=_positive_int)
     _opt(p, "--pixel-size", simulate, "pixel_size_nm", type=_positive_float,
          help="nm/px (default 0.02152 hrtem, 0.1243 lowres)")
     _opt(p, "--diameter-nm", simulate, type=_float_list, help="particle diameter range, e.g. 2,6")
@@ -154,7 +174,7 @@ def _add_simulate(p):
          help="dose in e/A^2: a range lo,hi (hrtem) or one value (lowres)")
     _opt(p, "--carbon-thickness-nm", simulate, type=_float_list, help="hrtem: support thickness range, e.g. 3,5")
     _opt(p, "--defocus-offset-nm", simulate, type=float, help="hrtem: defocus away from Scherzer")
-    _opt(p, "--threads", simulate, type=int, help="CPU cores (hrtem: that many micrographs at once, same result)")
+    _opt(p, "--threads", simulate, type=_positive_int, help="CPU cores (hrtem: that many micrographs at once, same result)")
     for key, (name, factor, kind, text) in KNOBS.items():  # HRTEM realism knobs, in the units their names state
         default = _defaults(simulate_image)[name]
         listed = isinstance(default, tuple)
@@ -217,7 +237,7 @@ def _add_patches(p):
     from rfseg.stages.patches import make_patches
 
     p.add_argument("--preprocessed", required=True, help="folder written by 'rfseg preprocess'")
-    p.add_argument("--size", dest="patch_size_px", type=int, required=True, help="patch size in px")
+    p.add_argument("--size", dest="patch_size_px", type=_positive_int, required=True, help="patch size in px")
     _opt(p, "--min-particle-px", make_patches, type=int, help="drop patches with at most this many particle px")
     _opt(p, "--fractions", make_patches, type=_float_list, help="train,val,test shares of the patches")
     _opt(p, "--folds", make_patches, type=int, help="k-fold cross-validation over micrographs instead of fractions")
@@ -246,8 +266,8 @@ def _add_train(p):
     p.add_argument("--arch", required=True, help="canonical architecture name, e.g. n2_p44")
     p.add_argument("--seed", type=int, required=True)
     _describe(p, "Train one model bundle; the defaults are the paper's protocol (the workflow passes the config's).")
-    _opt(p, "--epochs", TrainConfig, type=int, help="training epochs")
-    _opt(p, "--batch-size", TrainConfig, type=int, help="patches per step")
+    _opt(p, "--epochs", TrainConfig, type=_positive_int, help="training epochs")
+    _opt(p, "--batch-size", TrainConfig, type=_positive_int, help="patches per step")
     _opt(p, "--lr", TrainConfig, type=_positive_float, help="Adam learning rate")
     _opt(p, "--augment", TrainConfig, choices=AUGMENTS,
          help="all8: every patch in all 8 dihedral forms per epoch (the paper); random8: one random form")
@@ -269,7 +289,7 @@ def _add_train(p):
          help="validate, select and save an exponential moving average of the weights with this half-life in epochs "
               "(off by default, as in the paper)")
     _opt(p, "--checkpoint", train, help="per-epoch checkpoint for exact resume (default: OUT/checkpoint.pt)")
-    _opt(p, "--threads", train, type=int, help="CPU threads")
+    _opt(p, "--threads", train, type=_positive_int, help="CPU threads")
     _opt(p, "--dataset", train, help="dataset name, recorded in model.json")
     p.add_argument("--out", required=True, help="bundle folder: model.pt, model.json, history.csv")
     p.set_defaults(func=_run_train)
@@ -298,7 +318,7 @@ def _add_evaluate(p):
     _opt(p, "--preprocessed", evaluate, help="the dataset's preprocessed folder (needed for published networks)")
     _opt(p, "--tta", evaluate, action="store_true", help="average the 8 dihedral transforms")
     _opt(p, "--device", evaluate, choices=DEVICES)
-    _opt(p, "--threads", evaluate, type=int)
+    _opt(p, "--threads", evaluate, type=_positive_int)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_run_evaluate)
 
@@ -431,7 +451,7 @@ def _add_erf(p):
 
     p.add_argument("--model", required=True, help="bundle folder with model.pt and model.json")
     p.add_argument("--patches", required=True)
-    _opt(p, "--n-patches", run_erf, type=int, help="test patches to average over")
+    _opt(p, "--n-patches", run_erf, type=_positive_int, help="test patches to average over")
     p.add_argument("--out", required=True, help="TIFF to write")
     p.set_defaults(func=_run_erf)
 
@@ -485,11 +505,12 @@ def _add_predict(p):
               f"job's tiles, those of the micrographs still to come included, reach {COMPILE_AFTER_MPX:g} Mpx per "
               "model; a bare --compile is on")
     _opt(p, "--on-pixel-mismatch", predict, choices=["resample", "refuse"])
-    _opt(p, "--pixel-size", predict, "pixel_size_nm", type=_positive_float, help="nm/px for images without one")
-    _opt(p, "--min-area-px", predict, type=float,
+    _opt(p, "--pixel-size", predict, "pixel_size_nm", type=_positive_float,
+         help="nm/px for images without one; it overrides a file's own, with a warning (summary.csv keeps both)")
+    _opt(p, "--min-area-px", predict, type=_non_negative_float,
          help="drop components smaller than this many px² (default: a quarter of the 1st-percentile area of the "
               "whole particles the network was trained on)")
-    _opt(p, "--min-area-nm2", predict, type=float, help="drop components smaller than this many nm²")
+    _opt(p, "--min-area-nm2", predict, type=_non_negative_float, help="drop components smaller than this many nm²")
     _opt(p, "--keep-all", predict, action="store_true", help="keep every component and fill no hole")
     _opt(p, "--split-touching", predict, action="store_true",
          help="split touching particles by a distance-transform watershed (off by default)")
@@ -497,7 +518,10 @@ def _add_predict(p):
          help="with --split-touching: seeds at least this far apart (default: half the median training diameter)")
     _opt(p, "--drop-border", predict, action="store_true",
          help="drop particles touching the image border (always flagged in touches_border)")
-    _opt(p, "--threads", predict, type=int)
+    _opt(p, "--skip-bad", predict, action="store_true",
+         help="segment the micrographs that can be and list the others, with why, in summary.csv (status); without "
+              "it one that cannot be segmented stops the run before any is")
+    _opt(p, "--threads", predict, type=_positive_int)
     p.set_defaults(func=_run_predict)
 
 
@@ -518,7 +542,13 @@ def _run_predict(args):
     summary = predict(models, images, args.out, progress=lambda it: _progress(it, len(it), "predict"),
                       **_given(args, "device", "tta", "batch_size", "tile", "overlap", "precision", "compile",
                                "on_pixel_mismatch", "pixel_size_nm", "min_area_px", "min_area_nm2", "keep_all",
-                               "split_touching", "split_min_distance_nm", "drop_border", "threads"))
+                               "split_touching", "split_min_distance_nm", "drop_border", "skip_bad", "threads"),
+                      warn=lambda text: print(f"rfseg predict: warning: {text}", file=sys.stderr, flush=True))
+    skipped = summary[summary["status"] != "ok"]
+    summary = summary[summary["status"] == "ok"]
+    if len(skipped):
+        print(f"skipped {len(skipped)} micrograph(s) that cannot be segmented (listed in summary.csv): "
+              f"{', '.join(skipped['image'])}", file=sys.stderr)
     print(f"segmented {len(summary)} micrographs with {len(models)} model(s) of {summary['arch'].iloc[0]}: "
           f"{int(summary['particles'].sum())} particles -> {args.out}")
 
@@ -716,6 +746,14 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as e:
         print(f"rfseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from rfseg.blocks.io import disk_error
+
+        disk = disk_error(e, e.filename or ".")
+        if disk is None:
+            raise
+        print(f"rfseg {args.command}: error: {disk}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rfseg {args.command}: interrupted", file=sys.stderr)

@@ -2,7 +2,15 @@
 
 
 class UserError(ValueError):
-    """A problem the user can fix (bad file, bad config, bad argument). The message names the thing and the fix."""
+    """A problem the user can fix (bad file, bad config, bad argument). The message names the thing and the fix.
+
+    ``UserError(problem, fix=...)`` keeps the two apart (``problem``, ``fix``), so that a caller whose user reaches
+    the problem by another road (predict reaches a model's preprocessing, not ``rfseg preprocess``) can keep the
+    problem and give its own fix; the message is then ``problem: fix``."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem, self.fix = problem, fix
+        super().__init__(problem if fix is None else f"{problem}: {fix}")
 
 
 def check_choice(what: str, value, choices) -> None:

@@ -8,6 +8,7 @@ runs, with one line naming the key and the fix.
 from __future__ import annotations
 
 import glob
+import os
 import re
 import shlex
 from pathlib import Path
@@ -19,11 +20,58 @@ from rfseg.blocks.models import ArchSpec, build_model, receptive_field, sweep
 from rfseg.blocks.simulate.hrtem import KNOBS as HRTEM_KNOBS
 from rfseg.errors import UserError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # a plain file name: no separators, no leading dot
+
+
+def check_name(name, key: str) -> None:
+    """A name rfseg uses as a folder name under ``results``: letters, digits, '_', '-' and inner '.'; not '.', '..'
+    or a hidden name, so no output can land outside its folder."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise UserError(f"config {key}: the name {name!r} is used in file names: use letters, digits, '_', '-' and "
+                        f"'.' (not first) only")
+
+
+def check_results(results) -> str:
+    """The results folder, normalised; UserError for an empty one or the filesystem root."""
+    if not isinstance(results, str) or not results.strip():
+        raise UserError("config results: the results folder is empty: name a folder, e.g. results: results")
+    norm = os.path.normpath(results)
+    if norm in ("/", "//") or Path(norm).resolve() == Path("/"):
+        raise UserError(f"config results: {results!r} is the filesystem root: name a folder, e.g. results: results")
+    return norm
 PRETRAINED = "resources/pretrained"
 FIGURES = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
 FOURIER_FIGURES = ["false_negatives", "fn_overlap"]
 DILATION_FIGURES = ["pooling_vs_dilation", "edges"]
+
+
+def check_schema(config: dict, schema_path) -> None:
+    """Validate ``config`` against the workflow's JSON schema; the first error as one line naming the key, the value
+    and what is allowed (Snakemake's own validation, which also fills in defaults, prints the whole schema)."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = list(validator.iter_errors(config))
+    if not errors:
+        return
+    typos = [e for e in errors if e.validator == "additionalProperties"]  # a misspelt key also makes one missing
+    error = typos[0] if typos else jsonschema.exceptions.best_match(errors)
+    while error.context:  # oneOf/anyOf: the alternative that came closest
+        error = jsonschema.exceptions.best_match(error.context)
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    value = repr(error.instance)
+    value = value if len(value) <= 60 else value[:57] + "..."
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        raise UserError(f"config {key}: unknown key {unknown[0]!r}" + (f" (allowed: {', '.join(allowed)})"
+                                                                         if allowed else "") + ": fix the spelling")
+    if error.validator == "required":
+        raise UserError(f"config {key}: {error.message}: add it (config.yaml shows an example)")
+    message = error.message if len(error.message) <= 120 else error.message[:117] + "..."
+    raise UserError(f"config {key}: the value {value} is not allowed ({message})")
 
 
 def flags(pairs) -> str:
@@ -67,7 +115,7 @@ class Plan:
 
     def __init__(self, config: dict):
         self.config = config
-        self.layout = Layout(config.get("results", "results"))
+        self.layout = Layout(check_results(config.get("results", "results")))
         self.datasets = dict(config.get("datasets") or {})
         self.predict_cfg = config.get("predict")
         self._archs, self._published = {}, {}
@@ -80,9 +128,12 @@ class Plan:
     def _check_dataset(self, ds):
         d = self.datasets[ds]
         key = f"datasets.{ds}"
-        if not NAME_RE.match(ds):
-            raise UserError(f"config datasets: the name {ds!r} is used in file names: use letters, digits, '_', "
-                            f"'.' and '-' only")
+        check_name(ds, "datasets")
+        seeds = self.seeds(ds)
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise UserError(f"config training.seeds (dataset {ds}): seed {twice[0]} is listed twice: each seed would "
+                            f"count twice in the mean and std over seeds; list each seed once")
         size = d["patches"]["size"]
         self._archs[ds] = self._arch_names(ds, size)
         if "simulate" in d:
@@ -100,6 +151,15 @@ class Plan:
         if split.get("folds") and not split.get("fold", 0) < split["folds"]:
             raise UserError(f"config {key}.split.fold must be below split.folds ({split['folds']}): folds are "
                             f"numbered 0 to {split['folds'] - 1}")
+        self.raw_inputs(ds)  # the files exist
+        n = d["simulate"]["n_images"] if "simulate" in d else self._check_user_images(ds)
+        needed = split.get("folds") or 3
+        if n < needed:
+            what = (f"{split['folds']} folds need at least {split['folds']}" if split.get("folds") else
+                    "a split by micrograph into train, val and test needs at least 3")
+            src = f"{key}.simulate.n_images" if "simulate" in d else key
+            raise UserError(f"config {src}: {n} micrograph(s), but {what}: add micrographs"
+                            + (" or lower split.folds" if split.get("folds") else ""))
         if "fourier" in d:
             f = d["fourier"]
             if not f.get("radii_px"):
@@ -120,10 +180,9 @@ class Plan:
             if not members:
                 raise UserError(f"config datasets.{ds}.published: {entry!r} is neither a shipped bundle (rfseg "
                                 f"models lists them) nor a folder of model bundles")
-            name = folder.name
-            if not NAME_RE.match(name) or any(not NAME_RE.match(m.name) for m in members):
-                raise UserError(f"config datasets.{ds}.published: {entry!r}: use folder names of letters, digits, "
-                                f"'_', '.' and '-'")
+            name = folder.resolve().name
+            for part in [name, *(m.name for m in members)]:
+                check_name(part, f"datasets.{ds}.published ({entry!r})")
             out += [(name, m.name, str(m)) for m in members]
         return out
 
@@ -151,12 +210,64 @@ class Plan:
                         f"config datasets.{ds}.architectures: {spec.name} has a receptive field of {rf} px and "
                         f"needs patches that are a multiple of {spec.downsampling} px, but datasets.{ds}.patches.size "
                         f"is {size}: remove it or enlarge the patches")
-                if spec.name not in names:
-                    names.append(spec.name)
+                if spec.name in names:
+                    raise UserError(f"config datasets.{ds}.architectures: {spec.name} is listed twice (entry {i}): its "
+                                    f"runs would count twice; list each architecture once")
+                names.append(spec.name)
         return names
+
+    def _check_user_images(self, ds) -> int:
+        """Check a dataset's own micrographs from their headers (no pixels read): each mask has its image's shape,
+        each image has a pixel size where the dataset needs one, and every image holds a patch after resampling.
+        Returns the number of micrograph groups (a manifest's ``group``, else images)."""
+        import pandas as pd
+
+        from rfseg.blocks import io
+
+        d, key = self.datasets[ds], f"config datasets.{ds}"
+        if "manifest" in d:
+            try:
+                table = io.read_manifest(d["manifest"])
+            except UserError as e:
+                raise UserError(f"{key}.manifest: {e}") from None
+        else:
+            table = pd.DataFrame({"image": sorted(glob.glob(d["images"]))})
+            table["mask"] = [d["masks"].format(stem=Path(p).stem) for p in table["image"]]
+        size, target = d["patches"]["size"], d.get("preprocess", {}).get("target_pixel_size_nm")
+        for rec in table.to_dict("records"):
+            try:
+                shape, px = io.read_header(rec["image"])
+                mask_shape, _ = io.read_header(rec["mask"])
+            except UserError as e:
+                raise UserError(f"{key}: {e}") from None
+            if len(shape) != 2:
+                raise UserError(f"{key}: {rec['image']} holds an array of shape {shape}, not a 2-D micrograph: "
+                                f"export a single frame")
+            if tuple(mask_shape) != tuple(shape):
+                raise UserError(f"{key}: the mask {rec['mask']} is {mask_shape[0]} x {mask_shape[1]} px but its image "
+                                f"{rec['image']} is {shape[0]} x {shape[1]} px: they must have the same shape")
+            own = rec.get("pixel_size_nm")
+            given = d.get("pixel_size_nm") if io.is_missing(own) else own
+            if given is not None:
+                px = (float(given), float(given))
+            if px is None and not d.get("uncalibrated"):
+                raise UserError(f"{key}: {rec['image']} has no pixel size: set {key[7:]}.pixel_size_nm (nm/px), a "
+                                f"pixel_size_nm column in the manifest, or uncalibrated: true to work in px")
+            if px is not None and not d.get("uncalibrated"):
+                for v in px:
+                    io.check_pixel_size(v, f"{key}: {rec['image']}")
+            scale = [p / target for p in px] if (target and px is not None) else [1.0, 1.0]
+            side = min(round(n * f) for n, f in zip(shape, scale))
+            if side < size:
+                raise UserError(f"{key}.patches.size: {rec['image']} is {side} px on its short side"
+                                f"{' after resampling' if target else ''}, smaller than the {size} px patches: lower "
+                                f"patches.size")
+        groups = table["group"] if "group" in table else table["image"]
+        return int(pd.Series(groups).nunique())
 
     def _check_predict(self):
         p = self.predict_cfg
+        check_name(p["name"], "predict.name")
         ds, arch = p["dataset"], p.get("arch", "best")
         if ds not in self.datasets:
             raise UserError(f"config predict.dataset: {ds!r} is not one of the datasets ({', '.join(self.datasets)})")
@@ -194,6 +305,28 @@ class Plan:
         if missing:
             raise UserError(f"config datasets.{ds}.masks: {missing[0]} does not exist: fix the pattern")
         return images + masks
+
+    def input_checksum(self, ds) -> str:
+        """With the dataset's ``input_checksums: true``, the SHA-256 of the contents of every file its
+        preprocessing reads (a param of the preprocess rule, so a micrograph whose content changes while its mtime
+        does not, after ``cp -p`` or ``rsync -a``, still reruns the dataset); empty otherwise. Reads every input in
+        full on every Snakemake start."""
+        if not self.datasets[ds].get("input_checksums"):
+            return ""
+        import hashlib
+
+        from rfseg.blocks.io import sha256
+
+        files = self.raw_inputs(ds) if "simulate" not in self.datasets[ds] else []
+        if "manifest" in self.datasets[ds]:
+            from rfseg.blocks import io
+
+            table = io.read_manifest(self.datasets[ds]["manifest"])
+            files += list(table["image"]) + list(table["mask"])
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f}:{sha256(f)}\n".encode())
+        return h.hexdigest()
 
     def runs(self, ds) -> list[tuple[str, int]]:
         return [(a, s) for a in self.architectures(ds) for s in self.seeds(ds)]

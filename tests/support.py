@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from rfseg.blocks import artifacts
 from rfseg.blocks.particles import size_statistics
@@ -64,10 +66,48 @@ def run_cli(*args, cwd=None, check_rc=None, env=None):
 
 
 def one_line_error(proc, needle: str) -> None:
-    """A user mistake: exit 2, one line on stderr naming ``needle``, no traceback."""
+    """A user mistake: exit 2, one line on stderr naming ``needle``, no traceback, and every option the line names
+    is one the command that printed it has (or the command it names: 'rfseg preprocess --flat-field')."""
     assert proc.returncode == 2, proc.stderr + proc.stdout
     assert needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for command, option in options_named(proc.stderr):
+        assert option in command_options(command), f"{option} is not an option of rfseg {command}: {proc.stderr}"
+
+
+def options_named(line: str) -> list[tuple[str, str]]:
+    """(command, option) for each --option in an error line of ``rfseg COMMAND: error: ...``: an option belongs to
+    the command named last before it in the same parenthesis or clause ('rfseg preprocess --x'), else to the
+    printing command."""
+    m = re.match(r"rfseg ([\w-]+): error: ", line)
+    if not m:
+        return []
+    from rfseg.cli import COMMANDS
+
+    printing, out = m[1], []
+    names = "|".join(sorted(map(re.escape, COMMANDS), key=len, reverse=True))
+    for clause in re.split(r"[();]", line[m.end():]):
+        command = printing
+        for token in re.finditer(rf"rfseg ({names})\b|(--[a-z][\w-]*)", clause):
+            if token[1]:
+                command = token[1]
+            else:
+                out.append((command, token[2]))
+    return out
+
+
+_OPTIONS: dict[str, set[str]] = {}
+
+
+def command_options(command: str) -> set[str]:
+    """Every option string of ``rfseg COMMAND`` (from its parser)."""
+    if command not in _OPTIONS:
+        from rfseg.cli import build_parser
+
+        parser = build_parser([command])
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        _OPTIONS[command] = {s for a in sub._actions for s in a.option_strings} | {"--help"}
+    return _OPTIONS[command]
 
 
 # ------------------------------------------------------------------------------------------------------ training
@@ -164,3 +204,68 @@ def job_counts(output: str) -> dict[str, int]:
                 else:
                     counts[m[1]] = int(m[2])
     return counts
+
+
+# ------------------------------------------------------------------------ networks pickled whole, as the lab did
+class Block(nn.Module):
+    def __init__(self, cin, cout, dilation=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv_add = nn.Conv2d(cin, cout, 1)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(y + self.conv_add(x))
+
+
+class ReceptiveFieldUNet(nn.Module):
+    """The N = 2 layout of the receptive-field paper's repository (down1, pool1, ..., up1 deepest, final_conv),
+    written here from its published description: no file of that repository is used."""
+
+    def __init__(self, pools=(4, 4), dilations=(1, 1, 1)):
+        super().__init__()
+        self.pools_ = pools
+        self.down1, self.pool1 = Block(1, 4, dilations[0]), nn.MaxPool2d(pools[0], pools[0])
+        self.down2, self.pool2 = Block(4, 8, dilations[1]), nn.MaxPool2d(pools[1], pools[1])
+        self.bottleneck = Block(8, 16, dilations[2])
+        self.up1, self.up2 = Block(8 + 16, 8, dilations[1]), Block(4 + 8, 4, dilations[0])
+        self.final_conv = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        s1 = self.down1(x)
+        s2 = self.down2(self.pool1(s1))
+        b = self.bottleneck(self.pool2(s2))
+        u = self.up1(torch.cat([s2, nn.functional.interpolate(b, scale_factor=self.pools_[1])], 1))
+        u = self.up2(torch.cat([s1, nn.functional.interpolate(u, scale_factor=self.pools_[0])], 1))
+        return self.final_conv(u)
+
+
+class Foreign(nn.Module):
+    """A network with a layer the family does not have (a linear layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.final_conv = nn.Linear(4, 2)
+
+
+def save_as_main(model, path, class_name="UNet_MaxPool", legacy=False):
+    """torch.save a whole module whose classes pickle as __main__.<name>, as the lab's notebooks did; ``legacy``:
+    in PyTorch's pre-1.6 (non-zip) format, as the receptive-field paper's final networks are."""
+    main = sys.modules["__main__"]
+    classes = {class_name: type(model), "ResidualBlock": Block}
+    saved = {}
+    for name, cls in classes.items():
+        saved[name] = (cls.__module__, cls.__qualname__)
+        cls.__module__, cls.__qualname__ = "__main__", name
+        setattr(main, name, cls)
+    try:
+        torch.save(model, path, _use_new_zipfile_serialization=not legacy)
+    finally:
+        for name, cls in classes.items():
+            cls.__module__, cls.__qualname__ = saved[name]
+            delattr(main, name)

@@ -233,10 +233,12 @@ class Layout:
     ``"{dataset}"``: the workflow builds its rules' inputs and outputs from the same methods."""
 
     def __init__(self, results="results"):
-        self.root = str(results)
+        import os
+
+        self.root = os.path.normpath(str(results))
 
     def _p(self, *parts) -> str:
-        return "/".join([self.root, *map(str, parts)])
+        return "/".join([*([] if self.root == "." else [self.root]), *map(str, parts)])
 
     def raw(self, ds):
         return self._p(ds, "raw")

@@ -8,11 +8,13 @@ temporary name and renames, so a failure never leaves a partial file; folders ar
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -35,6 +37,10 @@ RSCIIO_SUFFIXES = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".s
                    ".emd": "emd"}
 IMAGE_SUFFIXES = TIFF_SUFFIXES + tuple(RSCIIO_SUFFIXES)
 MASK_SUFFIXES = TIFF_SUFFIXES + (".png",)
+#: pixel sizes outside this range (nm/px) are a wrong calibration, not a microscope: from 0.1 pm to 10 µm per pixel
+PIXEL_SIZE_RANGE_NM = (1e-4, 1e4)
+#: the smallest image side rfseg reads (px)
+MIN_SIDE_PX = 8
 MISSING_PIXEL_SIZE_FIX = ("give the pixel size: --pixel-size NM (config: the dataset's pixel_size_nm, or a pixel_size_nm "
                           "column in its manifest)")
 
@@ -47,6 +53,8 @@ class Micrograph:
     pixel_size_yx_nm: tuple[float, float] | None
     path: Path
     raw_dtype: str
+    #: what the file itself says, (y, x) in nm/px or None, also when ``pixel_size_nm`` overrode it
+    file_pixel_size_yx_nm: tuple[float, float] | None = None
 
     @property
     def pixel_size_nm(self) -> float | None:
@@ -61,9 +69,8 @@ class Micrograph:
         py, px = self.pixel_size_yx_nm
         if not np.isclose(py, px, rtol=1e-4):
             raise UserError(
-                f"{self.path}: pixels are not square ({py:g} x {px:g} nm): resample them (rfseg preprocess "
-                f"--target-pixel-size; config: preprocess.target_pixel_size_nm)"
-            )
+                f"{self.path}: pixels are not square ({py:g} x {px:g} nm)",
+                fix="resample them (rfseg preprocess --target-pixel-size; config: preprocess.target_pixel_size_nm)")
         return float(px)
 
 
@@ -74,11 +81,26 @@ def unit_to_nm(unit: str | None, where: str) -> float:
     return UNIT_TO_NM[key]
 
 
+def check_pixel_size(pixel_size_nm: float, where, source: str = "the pixel size") -> float:
+    """``pixel_size_nm`` if it lies in :data:`PIXEL_SIZE_RANGE_NM`, else a UserError naming ``where``."""
+    lo, hi = PIXEL_SIZE_RANGE_NM
+    if not lo <= pixel_size_nm <= hi:
+        raise UserError(f"{where}: {source} {pixel_size_nm:g} nm/px is not a microscope's (rfseg accepts {lo:g} to "
+                        f"{hi:g} nm/px): check the calibration or give the pixel size (--pixel-size; config: "
+                        f"pixel_size_nm)")
+    return pixel_size_nm
+
+
 def _check_2d(data: np.ndarray, path: Path) -> np.ndarray:
-    data = np.squeeze(np.asarray(data))
+    data = np.asarray(data)
+    while data.ndim > 2 and 1 in data.shape:  # a single frame stored with extra axes of length 1
+        data = data.squeeze(axis=data.shape.index(1))
     if data.ndim != 2:
         raise UserError(f"{path}: expected a 2-D image but found an array of shape {data.shape}: "
                         f"export a single frame")
+    if min(data.shape) < MIN_SIDE_PX:
+        raise UserError(f"{path}: the image is {data.shape[0]} x {data.shape[1]} px, too small to segment (rfseg "
+                        f"needs at least {MIN_SIDE_PX} px a side): is it the micrograph you meant?")
     if data.dtype.kind not in "uif":
         raise UserError(f"{path}: pixel type {data.dtype} is not a grey-scale number type: convert to integer "
                         f"or float grey values")
@@ -160,6 +182,54 @@ def _read_rsciio(path: Path):
     return data, (scales[0], scales[1])
 
 
+def read_header(path) -> tuple[tuple[int, ...], tuple[float, float] | None]:
+    """(shape, pixel size (y, x) in nm/px or None) of an image or mask file without reading its pixels (TIFF, PNG;
+    DM3/DM4, SER and EMD lazily through rosettasciio). UserError naming the file if it cannot be read."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(s for s in tif.series[0].shape if s != 1) if len(tif.series) else tif.pages[0].shape
+                return shape, _tiff_pixel_size(tif, path)
+        if suffix == ".png":
+            import imageio.v3 as iio
+
+            return tuple(iio.improps(path).shape[:2]), None
+        if suffix in RSCIIO_SUFFIXES:
+            import importlib
+
+            plugin = importlib.import_module(f"rsciio.{RSCIIO_SUFFIXES[suffix]}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                signals = plugin.file_reader(str(path), lazy=True)
+            images = [s for s in signals if len([n for n in s["data"].shape if n != 1]) == 2]
+            if not images:
+                return tuple(signals[0]["data"].shape) if signals else (), None
+            axes = [a for a in images[0]["axes"] if a.get("size", 2) > 1]
+            shape = tuple(int(a.get("size")) for a in axes) if len(axes) == 2 else tuple(
+                n for n in images[0]["data"].shape if n != 1)
+            if [str(a.get("name", "")).lower() for a in axes] == ["x", "y"]:
+                shape = shape[::-1]
+            scales = []
+            for a in axes:
+                units = a.get("units")
+                if units in (None, "", "<undefined>") or not a.get("scale") or len(axes) != 2:
+                    return shape, None
+                scales.append(float(a["scale"]) * unit_to_nm(str(units), str(path)))
+            if [str(a.get("name", "")).lower() for a in axes] == ["x", "y"]:
+                scales = scales[::-1]
+            return shape, (scales[0], scales[1])
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: cannot read the file ({type(e).__name__}: {e}); is it complete and really a "
+                        f"{suffix} file?") from None
+    raise UserError(f"{path}: unsupported format {suffix!r}: use one of {', '.join(IMAGE_SUFFIXES + ('.png',))}")
+
+
 def _checked_path(path, suffixes, what: str) -> tuple[Path, str]:
     """(path, lower-case suffix) after checking the format is supported and the file exists."""
     path = Path(path)
@@ -184,12 +254,14 @@ def read_image(path, pixel_size_nm: float | None = None) -> Micrograph:
     Returns
     -------
     Micrograph
-        ``data`` float32 of shape (rows, cols); ``pixel_size_yx_nm`` from the file or the override.
+        ``data`` float32 of shape (rows, cols); ``pixel_size_yx_nm`` from the file or the override;
+        ``file_pixel_size_yx_nm`` what the file says.
 
     Raises
     ------
     UserError
-        One line naming the file, for a missing, unreadable, truncated, non-2-D or non-finite file."""
+        One line naming the file, for a missing, unreadable, truncated, non-2-D, too small (under
+        :data:`MIN_SIDE_PX`) or non-finite file, or a pixel size outside :data:`PIXEL_SIZE_RANGE_NM`."""
     path, suffix = _checked_path(path, IMAGE_SUFFIXES, "image")
     try:
         data, px = _read_tiff(path) if suffix in TIFF_SUFFIXES else _read_rsciio(path)
@@ -199,11 +271,14 @@ def read_image(path, pixel_size_nm: float | None = None) -> Micrograph:
         raise UserError(f"{path}: cannot read the file ({type(e).__name__}: {e}); is it complete and really "
                         f"a {suffix} file?") from None
     data = _check_2d(data, path)
+    own = px
     if pixel_size_nm is not None:
-        if not pixel_size_nm > 0:
-            raise UserError(f"{path}: pixel_size_nm must be positive, got {pixel_size_nm}")
+        check_pixel_size(float(pixel_size_nm), path, "the pixel size given")
         px = (float(pixel_size_nm), float(pixel_size_nm))
-    return Micrograph(data.astype(np.float32), px, path, str(data.dtype))
+    elif px is not None:
+        for v in px:
+            check_pixel_size(v, path, "the file's pixel size")
+    return Micrograph(data.astype(np.float32), px, path, str(data.dtype), own)
 
 
 def read_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -270,6 +345,17 @@ def read_manifest(path):
     return df
 
 
+def sha256(path) -> str:
+    """SHA-256 of a file's content (hex)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def is_missing(value) -> bool:
     """True for None and NaN (a blank cell of a CSV column)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
@@ -287,75 +373,242 @@ def read_json(path, what: str = "file") -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- writing
+#: errors of the disk rather than of rfseg: a full or read-only disk, missing permissions, a file-size limit
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _folder_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+class DiskError(UserError):
+    """A write that failed because of the disk (full, read-only, no permission); ``error`` is the OSError."""
+
+    def __init__(self, message: str, error: OSError):
+        super().__init__(message)
+        self.error = error
+
+
+def disk_error(error: BaseException, target, partial=None) -> DiskError | None:
+    """One line for an OSError that the disk caused while writing ``target`` (None for any other error).
+
+    A full disk names the free space and how far the output had got (``partial``: the file or folder being written,
+    measured before it is removed), i.e. at least how much more room the command needs. A DiskError raised while
+    writing a file inside ``target`` is restated for ``target``."""
+    if isinstance(error, DiskError):
+        error = error.error
+    if not isinstance(error, OSError) or error.errno not in _DISK_ERRNOS:
+        return None
+    target = Path(target)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        probe = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+        free = shutil.disk_usage(probe).free
+        written = _folder_size(Path(partial)) if partial is not None else 0
+        so_far = f", and the output had reached {written / 1e6:.1f} MB when it ran out" if written else ""
+        what = "the file-size limit was reached" if error.errno == errno.EFBIG else "the disk is full"
+        return DiskError(f"{target}: cannot write it, {what} ({free / 1e6:.1f} MB free on {probe}{so_far}): free "
+                         f"space there or choose another output folder (--out); nothing was left behind", error)
+    reason = {errno.EROFS: "the disk is read-only"}.get(error.errno, "permission denied")
+    return DiskError(f"{target}: cannot write it, {reason}: choose a writable output folder (--out)", error)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike, rename: bool = True):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A crash or a user error therefore never leaves a partial output file behind.
-    """
+    A crash or a user error therefore never leaves a partial output file behind; a full or read-only disk becomes a
+    :class:`UserError` (:func:`disk_error`). With ``rename=False`` the finished temporary file is left for the
+    caller to rename (several files renamed together only once all are written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes), dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes), dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the modes the user's umask asks for
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if rename:
+            os.replace(tmp, path)
+    except BaseException as e:
+        disk = disk_error(e, path, tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if disk is not None:
+            raise disk from None
         raise
 
 
-#: a file rfseg writes into every output folder it owns; only such folders are ever replaced
+#: a file rfseg writes into every output folder it owns, listing the files it wrote there (JSON)
 OUTPUT_MARKER = ".rfseg-output"
+
+
+def written_by_rfseg(folder) -> set[str]:
+    """The files (relative paths) that rfseg's marker in ``folder`` lists; empty without a marker."""
+    marker = Path(folder) / OUTPUT_MARKER
+    try:
+        record = json.loads(marker.read_text())
+        return {str(f) for f in record.get("files", [])}
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return set()
+
+
+def marker_text(files) -> str:
+    """The content of :data:`OUTPUT_MARKER` listing ``files`` (relative paths)."""
+    record = {"written_by": "rfseg", "note": "rfseg replaces or rewrites only the files listed here",
+              "files": sorted(set(map(str, files)))}
+    return json.dumps(record, indent=1) + "\n"
+
+
+def write_marker(folder, files) -> None:
+    """Record in ``folder`` that rfseg wrote ``files`` (relative paths) there."""
+    with atomic_path(Path(folder) / OUTPUT_MARKER) as tmp:
+        tmp.write_text(marker_text(files))
+
+
+def foreign_files(folder) -> list[str]:
+    """Files and folders in ``folder`` (relative paths) that rfseg's marker does not list, i.e. that a user added."""
+    folder = Path(folder)
+    ours = written_by_rfseg(folder) | {OUTPUT_MARKER}
+    parents = {str(Path(f).parent) for f in ours} | {str(p) for f in ours for p in Path(f).parents}
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if rel in ours or (p.is_dir() and not p.is_symlink() and rel in parents):
+            continue
+        if any(str(parent) in out for parent in Path(rel).parents):
+            continue
+        out.append(rel)
+    return out
+
+
+def _listing(names, limit=3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _inside(a: Path, b: Path) -> bool:
+    return a == b or b in a.parents
 
 
 def check_output_dir(path, reads=()) -> Path:
     """The output folder ``path`` after checking that replacing it loses nothing rfseg did not write.
 
-    Raises UserError if ``path`` is a file, a non-empty folder without rfseg's marker (a folder of the user's, the
-    working folder, a folder of raw micrographs), or holds any of the paths in ``reads`` (the inputs of the run)."""
+    Raises UserError if ``path`` is a file, the working folder or a mount point (neither can be replaced), holds or
+    lies inside any of the paths in ``reads`` (the inputs of the run), or holds a file rfseg's marker does not list (a
+    user's file, or a folder rfseg never wrote)."""
     path = Path(path)
     if path.is_file():
-        raise UserError(f"{path}: the output folder is an existing file: choose a folder name")
+        raise UserError(f"{path}: the output folder is an existing file: choose a folder name (--out)")
     resolved = path.resolve()
+    if resolved == Path.cwd().resolve() or (path.is_dir() and os.path.ismount(path)):
+        what = "the working folder" if resolved == Path.cwd().resolve() else "a mount point"
+        raise UserError(f"{path}: the output folder is {what}, which rfseg cannot replace as a whole: name a folder "
+                        f"inside it, e.g. --out {path / 'out'}")
     for r in reads:
         r = Path(r).resolve()
-        if r == resolved or resolved in r.parents:
-            raise UserError(f"{path}: the output folder holds the input {r}: choose a separate output folder")
-    if path.is_dir() and any(path.iterdir()) and not (path / OUTPUT_MARKER).is_file():
-        raise UserError(f"{path}: the output folder already holds files that rfseg did not write: choose a new or "
-                        f"empty folder (rfseg replaces only folders it wrote itself)")
+        if _inside(r, resolved) or _inside(resolved, r):
+            raise UserError(f"{path}: the output folder and the input {r} overlap: choose a separate output folder "
+                            f"(--out)")
+    if path.is_dir():
+        foreign = foreign_files(path)
+        if foreign:
+            raise UserError(f"{path}: the output folder holds files that rfseg did not write ({_listing(foreign)}): "
+                            f"move them away or choose another output folder (--out); rfseg replaces only what it "
+                            f"wrote itself")
     return path
+
+
+def _lock_file(path: Path) -> Path:
+    return path.parent / f".{path.name}.rfseg-lock"
+
+
+@contextlib.contextmanager
+def output_lock(path):
+    """Hold an exclusive lock on the output ``path`` (a lock file beside it) while the block runs.
+
+    Raises UserError at once if another rfseg process holds it: two commands writing the same output would replace
+    each other's results."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock_file(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{path}: another rfseg command is writing this output now: wait for it to end or "
+                            f"choose another output folder (--out)") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the file now there
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+_TEMP_NAME = "{prefix}[a-z0-9_]{{8}}\\.(part|old)$"
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary siblings (``.<name>.XXXXXXXX.part`` / ``.old``) that an rfseg run killed while writing
+    ``path`` left behind. Called with the output's lock held, so no live run owns them; only folders that carry
+    rfseg's marker are touched."""
+    pattern = re.compile(_TEMP_NAME.format(prefix=re.escape(f".{path.name}.")))
+    if not path.parent.is_dir():
+        return
+    for p in path.parent.iterdir():
+        if p.is_dir() and not p.is_symlink() and pattern.match(p.name) and (
+                (p / OUTPUT_MARKER).is_file() or (p / path.name / OUTPUT_MARKER).is_file()):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, reads=()):
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
 
-    ``path`` must be new, empty or a folder rfseg wrote before (see :func:`check_output_dir`); the folder written
-    carries :data:`OUTPUT_MARKER`. The old folder is moved aside, the new one renamed into place, then the old one
-    deleted, so at every moment ``path`` is either the old or the new complete folder."""
-    import shutil
-
+    ``path`` must be new, empty or a folder rfseg wrote before with no file added since (see
+    :func:`check_output_dir`). The run holds the output's lock (:func:`output_lock`); the folder written carries
+    :data:`OUTPUT_MARKER` listing its files. The old folder is moved aside, the new one renamed into place, then the
+    old one deleted, so at every moment ``path`` is either the old or the new complete folder."""
     path = check_output_dir(path, reads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
-        yield tmp
-        (tmp / OUTPUT_MARKER).write_text("written by rfseg; rfseg may replace this folder as a whole\n")
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    tmp = None
+    with output_lock(path):
+        check_output_dir(path, reads)  # again, now that no other run can be changing it
+        _remove_stale_temporaries(path)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+            write_marker(tmp, [])  # marks the temporary folder as rfseg's until it is complete
+            yield tmp
+            write_marker(tmp, [str(p.relative_to(tmp)) for p in tmp.rglob("*")
+                               if p.is_file() and p.name != OUTPUT_MARKER])
+            os.chmod(tmp, 0o777 & ~_umask())
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            tmp = None
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException as e:
+            disk = disk_error(e, path, tmp)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if disk is not None:
+                raise disk from None
+            raise
 
 
 def _umask() -> int:
@@ -395,10 +648,10 @@ def write_csv(df, path) -> None:
 
 def write_json(obj, path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -410,7 +663,18 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+class _PlainWriter:
+    """A file seen only through ``write``: numpy then writes in chunks through Python, whose errors carry errno (its
+    own fast path for real files reports a full disk as "N requested and M written", without one)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        return self.file.write(data)
+
+
 def save_npy(path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, array)
+            np.save(_PlainWriter(f), array)

@@ -7,12 +7,14 @@ the probability is brought back onto the micrograph's own grid.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from rfseg.blocks import bundle
 from rfseg.blocks.inference import (AUTO_TILE, DEFAULT_OVERLAP, check_tiling, compiled, sliding_window_probability,
                                     tile_plan)
-from rfseg.blocks.preprocess import Recipe, apply_recipe
+from rfseg.blocks.preprocess import Recipe, RecipeError, apply_recipe
 from rfseg.blocks.runtime import pick_device
 from rfseg.errors import UserError, check_choice
 
@@ -27,6 +29,25 @@ COMPILE = ("auto", "on", "off")
 #: 348, 460 and 501 for the demo's N = 2; the smallest keeps all within that bound. On a GPU compiling gains too
 #: little (README).
 COMPILE_AFTER_MPX = 250.0
+
+
+#: the fix a user of predict has for each preprocessing problem (the recipe is the models' own, not the user's)
+_PREDICT_FIXES = {
+    "flat_field": "the models were trained on raw intensities, so give the raw micrograph as the microscope wrote it",
+    "pixel_size": "check the micrograph's pixel size (--pixel-size overrides the file's) and that the models suit "
+                  "it (rfseg models lists the shipped models' pixel sizes)",
+    "constant": "it carries no information to segment",
+}
+
+
+def _refuse_duplicates(model_dirs) -> None:
+    seen = {}
+    for d in model_dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            raise UserError(f"{d}: given twice (also as {seen[key]}): an ensemble of copies has no spread; give each "
+                            f"model once")
+        seen[key] = d
 
 
 class Predictor:
@@ -53,8 +74,15 @@ class Predictor:
         if not model_dirs:
             raise UserError("no model given: give model folders with model.pt and model.json")
         self.device = pick_device(device)
+        _refuse_duplicates(model_dirs)
         loaded = [bundle.load_bundle(d, self.device) for d in model_dirs]
         self.metas = [m for _, m in loaded]
+        seen = {}
+        for d, m in zip(model_dirs, self.metas):
+            if m.get("weights_sha256") in seen:
+                raise UserError(f"{d}: holds the same weights as {seen[m['weights_sha256']]}: an ensemble of copies "
+                                f"has no spread; give each model once")
+            seen[m.get("weights_sha256")] = d
         first = self.metas[0]
         self.recipe = Recipe.from_dict(first.get("preprocess"))
         self.pixel_size_nm = first["pixel_size_nm"]
@@ -122,12 +150,8 @@ class Predictor:
         members : (n_models, rows, cols) float32, each model's probability on the same grid
         pixel_size_nm : float or None, of the returned grid
         """
-        target = self.target_pixel_size(pixel_size_yx_nm, where, on_pixel_mismatch, tolerance)
-        recipe = Recipe(**{**self.recipe.to_dict(), "target_pixel_size_nm": target})
-        try:
-            data, _, px_data = apply_recipe(image, None, pixel_size_yx_nm if self.pixel_size_nm else None, recipe)
-        except UserError as e:
-            raise UserError(f"{where}: {e}") from None
+        data, px_data, target = self.prepare(image, pixel_size_yx_nm, where=where,
+                                             on_pixel_mismatch=on_pixel_mismatch, tolerance=tolerance)
         self._count_tiles(data.shape)
         members = np.stack([sliding_window_probability(m, data, self.tile, self.overlap, self.batch_size,
                                                        self.device, self.tta, self.precision) for m in self.models])
@@ -140,4 +164,24 @@ class Predictor:
 
             members = np.stack([resize(p, image.shape, order=1, preserve_range=True) for p in members])
         members = members.astype(np.float32)
+        if not np.isfinite(members).all():
+            raise UserError(f"{where}: the models' output holds NaN or infinite values: a model is broken or the "
+                            f"micrograph holds values it cannot take; try --precision fp32, or another model")
         return members.mean(0), members, px_out
+
+    def prepare(self, image: np.ndarray, pixel_size_yx_nm, *, where="image", on_pixel_mismatch="resample",
+                tolerance: float = 0.01):
+        """The micrograph as the models take it: the bundles' recipe applied and resampled to their pixel size.
+
+        Returns (data float32 (rows', cols'), its pixel size in nm/px or None, the resampling target or None).
+        Raises UserError naming ``where``, with the fix a user of ``rfseg predict`` has (the recipe is the
+        models')."""
+        target = self.target_pixel_size(pixel_size_yx_nm, where, on_pixel_mismatch, tolerance)
+        recipe = Recipe(**{**self.recipe.to_dict(), "target_pixel_size_nm": target})
+        try:
+            data, _, px_data = apply_recipe(image, None, pixel_size_yx_nm if self.pixel_size_nm else None, recipe)
+        except RecipeError as e:
+            raise UserError(f"{where}: {e.problem}", fix=_PREDICT_FIXES[e.topic]) from None
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        return data, px_data, target

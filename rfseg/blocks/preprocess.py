@@ -22,6 +22,16 @@ FLAT_FIELDS = ("none", "gaussian", "bezier")
 MAX_UPSAMPLING, MAX_DOWNSAMPLING = 4.0, 32.0
 
 
+class RecipeError(UserError):
+    """A micrograph that a recipe cannot prepare. ``topic`` says what about it ("flat_field", "pixel_size",
+    "constant"); the fix given is that of ``rfseg preprocess``, and a caller whose user cannot change the recipe
+    (predict: it is the models') gives its own."""
+
+    def __init__(self, problem: str, fix: str | None, topic: str):
+        super().__init__(problem, fix)
+        self.topic = topic
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The preprocessing of one dataset.
@@ -50,7 +60,8 @@ class Recipe:
     def __post_init__(self):
         check_choice("flat_field", self.flat_field, FLAT_FIELDS)
         if self.flat_field == "gaussian" and not self.flat_field_sigma_nm:
-            raise UserError("flat_field gaussian needs flat_field_sigma_nm (--flat-field-sigma-nm), the blur width")
+            raise UserError("flat_field gaussian needs flat_field_sigma_nm, the blur width",
+                            fix="give it (rfseg preprocess --flat-field-sigma-nm; config: preprocess.flat_field_sigma_nm)")
         if self.xray_passes < 1:
             raise UserError(f"xray_passes must be at least 1, got {self.xray_passes}")
 
@@ -94,8 +105,9 @@ def remove_xrays(image: np.ndarray, threshold: float, passes: int = 2) -> np.nda
 
 def _check_positive(surface: np.ndarray, what: str) -> None:
     if (surface <= 0).any():
-        raise UserError(f"the {what} flat field needs positive intensities: use flat_field none (--flat-field none) "
-                        f"for data that are not raw intensities")
+        raise RecipeError(f"the {what} flat field needs positive intensities",
+                          "for data that are not raw intensities use no flat field (rfseg preprocess --flat-field none; "
+                          "config: preprocess.flat_field)", "flat_field")
 
 
 def flat_field(image: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -157,7 +169,7 @@ def standardise(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, np.float64)
     std = image.std()
     if not std > 0:
-        raise UserError("the image is constant: it carries no information to segment")
+        raise RecipeError("the image is constant", "it carries no information to segment", "constant")
     return ((image - image.mean()) / std).astype(np.float32)
 
 
@@ -171,10 +183,10 @@ def resample(image: np.ndarray, pixel_size_yx_nm: tuple[float, float], target_nm
     py, px = pixel_size_yx_nm
     factor = max(py, px) / target_nm
     if factor > MAX_UPSAMPLING or 1 / factor > MAX_DOWNSAMPLING:
-        raise UserError(f"resampling from {px:g} to {target_nm:g} nm/px is a factor {factor:.3g}, beyond the "
-                        f"{MAX_UPSAMPLING:g}x up / {MAX_DOWNSAMPLING:g}x down that rfseg accepts: check the pixel "
-                        f"size (--pixel-size; config: pixel_size_nm) and the target (--target-pixel-size; config: "
-                        f"preprocess.target_pixel_size_nm)")
+        raise RecipeError(f"resampling from {px:g} to {target_nm:g} nm/px is a factor {factor:.3g}, beyond the "
+                          f"{MAX_UPSAMPLING:g}x up / {MAX_DOWNSAMPLING:g}x down that rfseg accepts",
+                          "check the pixel size (rfseg preprocess --pixel-size; config: pixel_size_nm) and the target "
+                          "(--target-pixel-size; config: preprocess.target_pixel_size_nm)", "pixel_size")
     shape = (max(1, round(image.shape[0] * py / target_nm)), max(1, round(image.shape[1] * px / target_nm)))
     if shape == image.shape:
         return image
@@ -204,8 +216,8 @@ def apply_recipe(image: np.ndarray, mask: np.ndarray | None, pixel_size_yx_nm: t
         image = remove_xrays(image, recipe.xray_threshold, recipe.xray_passes)
     if pixel_size_yx_nm is None:
         if recipe.flat_field == "gaussian" or recipe.target_pixel_size_nm:
-            raise UserError("a Gaussian flat field and target_pixel_size_nm need a pixel size, and these data are "
-                            "uncalibrated: give the pixel size or leave both unset")
+            raise RecipeError("a Gaussian flat field and target_pixel_size_nm need a pixel size, and these data are "
+                              "uncalibrated", "give the pixel size or leave both unset", "pixel_size")
         if recipe.flat_field == "bezier":
             image = bezier_flat_field(image)
         return standardise(image), mask, None
@@ -221,7 +233,8 @@ def apply_recipe(image: np.ndarray, mask: np.ndarray | None, pixel_size_yx_nm: t
         size = float(recipe.target_pixel_size_nm)
     else:
         if not np.isclose(py, px, rtol=1e-4):
-            raise UserError(f"pixels are not square ({py:g} x {px:g} nm): resample them (--target-pixel-size; "
-                            f"config: preprocess.target_pixel_size_nm)")
+            raise RecipeError(f"pixels are not square ({py:g} x {px:g} nm)",
+                              "resample them (rfseg preprocess --target-pixel-size; config: "
+                              "preprocess.target_pixel_size_nm)", "pixel_size")
         size = float(px)
     return standardise(image), mask, size

@@ -76,13 +76,17 @@ def load_module_tree(path) -> StoredModule:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive): is the file complete "
-                        f"and really a network of the lab?")
+    legacy = not zipfile.is_zipfile(path)
+    if legacy and not _is_legacy(path):
+        raise UserError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive, or before PyTorch 1.6 its "
+                        f"legacy format): is the file complete and really a network of the lab?")
     allowed = [(cls, full) for full, cls in _STAND_INS.items()]
     try:
-        with torch.serialization.safe_globals(allowed):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        if legacy:
+            obj = _load_legacy(path)
+        else:
+            with torch.serialization.safe_globals(allowed):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).split("\n")[0].strip()
         raise UserError(f"{path}: refused without running it: the pickle asks for something other than the "
@@ -93,6 +97,84 @@ def load_module_tree(path) -> StoredModule:
     if not isinstance(obj, StoredModule) or obj.kind != "UNet":
         raise UserError(f"{path}: holds a {type(obj).__name__}, not a pickled UNet module of the lab's layouts "
                         f"({', '.join(LAYOUTS)})")
+    return obj
+
+
+def _is_legacy(path: Path) -> bool:
+    """Whether the file starts as PyTorch's legacy (pre-1.6, non-zip) serialisation does: a pickled magic number."""
+    try:
+        with open(path, "rb") as f:
+            return _PlainUnpickler(f).load() == torch.serialization.MAGIC_NUMBER
+    except Exception:
+        return False
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Numbers, strings and containers only: any global is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed here")
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    """The main pickle of PyTorch's legacy format, restricted as the weights-only loader is: only the stand-ins of
+    :data:`MODULE_CLASSES`, PyTorch's tensor rebuilders, storage types and OrderedDict resolve; every other global
+    stops the load. Storages are allocated here and filled from the file afterwards; a saved module class (with its
+    source, which is never looked at) becomes its stand-in."""
+
+    _FUNCTIONS = {"torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+                  "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+                  "collections.OrderedDict": __import__("collections").OrderedDict,
+                  "builtins.set": set, "__builtin__.set": set}
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages = {}
+
+    def find_class(self, module, name):
+        full = f"{module}.{name}"
+        if full in _STAND_INS:
+            return _STAND_INS[full]
+        if full in self._FUNCTIONS:
+            return self._FUNCTIONS[full]
+        if module == "torch" and name.endswith("Storage"):
+            return torch.serialization.StorageType(name)
+        raise pickle.UnpicklingError(f"global {full} is not allowed")
+
+    def persistent_load(self, pid):
+        kind = torch.serialization._maybe_decode_ascii(pid[0]) if isinstance(pid, tuple) and pid else None
+        if kind == "module":
+            return pid[1]  # already resolved to a stand-in by find_class
+        if kind != "storage":
+            raise pickle.UnpicklingError(f"persistent id {kind!r} is not allowed")
+        storage_type, root_key, _location, numel, view = pid[1:]
+        dtype = storage_type.dtype
+        size = torch._utils._element_size(dtype)
+        if root_key not in self.storages:
+            self.storages[root_key] = torch.storage.TypedStorage(
+                wrap_storage=torch.UntypedStorage(numel * size), dtype=dtype, _internal=True)
+        root = self.storages[root_key]
+        if view is None:
+            return root
+        _key, offset, view_size = view
+        return torch.storage.TypedStorage(wrap_storage=root._untyped_storage[offset * size:(offset + view_size) * size],
+                                          dtype=dtype, _internal=True)
+
+
+def _load_legacy(path: Path):
+    """The object of a legacy-format file (magic number, protocol, system info, the main pickle, the storage keys,
+    then the raw storages), read with :class:`_LegacyUnpickler`: nothing in it is executed."""
+    with open(path, "rb", 0) as f:
+        for _ in range(3):  # magic number, protocol version, system info
+            _PlainUnpickler(f).load()
+        unpickler = _LegacyUnpickler(f)
+        obj = unpickler.load()
+        keys = _PlainUnpickler(f).load()
+        offset = f.tell()
+        for key in keys:
+            storage = unpickler.storages[key]
+            storage._untyped_storage._set_from_file(f, offset, True, torch._utils._element_size(storage.dtype))
+            offset = f.tell()
     return obj
 
 

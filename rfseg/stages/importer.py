@@ -65,6 +65,7 @@ def import_network(checkpoint, out_dir, *, details=None, pixel_size_nm: float | 
     provenance : dataset, material, diameter_nm, dose_e_per_A2, fold (override or complete ``details``)
     """
     checkpoint = Path(checkpoint)
+    out_dir = bundle.check_bundle_dir(out_dir, reads=[checkpoint])  # before reading anything
     spec, state, layout = convert(checkpoint)
     info = _details_row(details, checkpoint.name) if details else {}
     info.update({k: v for k, v in provenance.items() if v is not None})
@@ -89,7 +90,8 @@ def import_network(checkpoint, out_dir, *, details=None, pixel_size_nm: float | 
                        "sha256": bundle.sha256(checkpoint), "license": license, "layout": layout, **info},
         "versions": {"rfseg": __import__("rfseg").__version__},
     }
-    return bundle.write_bundle(out_dir, state, meta)
+    with io.output_lock(out_dir):
+        return bundle.write_bundle(out_dir, state, meta, reads=[checkpoint])
 
 
 def import_shipped(source_dir, out_root=PRETRAINED) -> list[dict]:

@@ -60,17 +60,51 @@ def _check_images(paths: list[Path]) -> None:
         stems[p.stem] = p
 
 
+def _read(path: Path, pixel_size_nm: float | None):
+    """(micrograph with the pixel size used, the file's own pixel size (y, x) or None, warning or None)."""
+    img = io.read_image(path, pixel_size_nm)
+    own = img.file_pixel_size_yx_nm
+    warning = None
+    if pixel_size_nm is not None and own is not None and not np.allclose(own, pixel_size_nm, rtol=1e-3):
+        warning = (f"{path}: the file says {own[0]:g} x {own[1]:g} nm/px, --pixel-size gives {pixel_size_nm:g}: "
+                   f"using {pixel_size_nm:g} (leave --pixel-size out to use the file's)")
+    return img, own, warning
+
+
+def _check_micrograph(predictor: Predictor, path: Path, pixel_size_nm, on_pixel_mismatch, tolerance) -> str | None:
+    """Why ``path`` cannot be segmented (one line), or None: read, pixel size, resampling, not constant."""
+    try:
+        img, _, _ = _read(path, pixel_size_nm)
+        predictor.target_pixel_size(img.pixel_size_yx_nm, path, on_pixel_mismatch, tolerance)
+        if predictor.pixel_size_nm is not None and img.pixel_size_yx_nm is not None:
+            from rfseg.blocks.preprocess import MAX_DOWNSAMPLING, MAX_UPSAMPLING
+
+            factor = max(img.pixel_size_yx_nm) / predictor.pixel_size_nm
+            if factor > MAX_UPSAMPLING or 1 / factor > MAX_DOWNSAMPLING:
+                predictor.prepare(img.data, img.pixel_size_yx_nm, where=path, on_pixel_mismatch=on_pixel_mismatch,
+                                  tolerance=tolerance)
+        if not float(img.data.max()) > float(img.data.min()):
+            raise UserError(f"{path}: the image is constant", fix="it carries no information to segment")
+    except UserError as e:
+        return str(e)
+    return None
+
+
 def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = False, batch_size: int = 8,
             tile: int | str = AUTO_TILE, overlap: float = DEFAULT_OVERLAP, precision: str = "auto",
             compile: bool | str = "auto",
             on_pixel_mismatch: str = "resample", pixel_tolerance: float = 0.01, pixel_size_nm: float | None = None,
             min_area_px: float | None = None, min_area_nm2: float | None = None, keep_all: bool = False,
             split_touching: bool = False, split_min_distance_nm: float | None = None, drop_border: bool = False,
-            threads: int = 1, progress=None) -> pd.DataFrame:
+            skip_bad: bool = False, threads: int = 1, progress=None, warn=None) -> pd.DataFrame:
     """Segment every image with the ensemble of ``model_dirs``.
 
     Writes, per micrograph, ``<stem>_prob.tif`` (float32), ``<stem>_mask.tif`` (uint8), ``<stem>_uncertainty.tif``
     (ensembles) and ``<stem>_particles.csv``, plus ``summary.csv``, into ``out_dir``; returns the summary.
+
+    Every micrograph is checked before any is segmented (read, pixel size, resampling): one that cannot be segmented
+    stops the run with one line listing all such, or, with ``skip_bad``, is left out and listed in ``summary.csv``
+    (``status``).
 
     Parameters
     ----------
@@ -83,27 +117,52 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
         through torch.compile with freezing (12-18 s once, then faster tiles;
         :data:`rfseg.blocks.predictor.COMPILE_AFTER_MPX`)
     on_pixel_mismatch : "resample" a micrograph at another pixel size to the models', or "refuse" it
-    pixel_size_nm : nm/px for micrographs without one
+    pixel_size_nm : nm/px for micrographs without one; it overrides a file's own, with a warning, and
+        ``summary.csv`` records both (``file_pixel_size_y_nm``, ``file_pixel_size_x_nm``)
     min_area_px, min_area_nm2, keep_all, split_touching, split_min_distance_nm : the particle post-processing
         (:func:`rfseg.blocks.particles.particle_filter`); by default specks far below the smallest particle the
         network was trained on are dropped and holes filled
     drop_border : drop particles touching the image border (they are always flagged in ``touches_border``)
+    skip_bad : segment the micrographs that can be, and list the others in ``summary.csv``
     progress : optional wrapper of the image iterator (a progress bar)
+    warn : called with each warning (one line); default: printed to stderr
     """
+    import sys
+
+    warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
     check_choice("--on-pixel-mismatch", on_pixel_mismatch, MISMATCH)
+    for name, value in (("--min-area-px", min_area_px), ("--min-area-nm2", min_area_nm2)):
+        if value is not None and not value >= 0:
+            raise UserError(f"{name} must be a non-negative area, got {value:g}")
     paths = expand_images(images)
     _check_images(paths)
     io.check_output_dir(out_dir, reads=[*paths, *model_dirs])
     set_threads(threads)
     predictor = Predictor(model_dirs, device=device, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
                           precision=precision, compile=compile, job_micrographs=len(paths))
+    bad = {p: why for p in paths
+           if (why := _check_micrograph(predictor, p, pixel_size_nm, on_pixel_mismatch, pixel_tolerance))}
+    if bad and (not skip_bad or len(bad) == len(paths)):
+        reasons = "; ".join(bad.values())
+        fix = "fix or remove them" + ("" if skip_bad else ", or pass --skip-bad to segment the rest")
+        raise UserError(f"{len(bad)} of {len(paths)} micrographs cannot be segmented ({reasons})", fix=fix)
+    good = [p for p in paths if p not in bad]
+    predictor.job_micrographs = len(good)
     rows = []
     with io.atomic_dir(out_dir, reads=[*paths, *model_dirs]) as tmp:
-        for path in progress(paths) if progress else paths:
-            img = io.read_image(path, pixel_size_nm)
-            prob, members, px_img = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=path,
-                                                         on_pixel_mismatch=on_pixel_mismatch,
-                                                         tolerance=pixel_tolerance)
+        for path in progress(good) if progress else good:
+            img, own, warning = _read(path, pixel_size_nm)
+            if warning:
+                warn(warning)
+            try:
+                prob, members, px_img = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=path,
+                                                             on_pixel_mismatch=on_pixel_mismatch,
+                                                             tolerance=pixel_tolerance)
+            except UserError as e:
+                if not skip_bad:
+                    raise
+                bad[path] = str(e)
+                continue
             rule = particle_filter(predictor.metas[0], px_img, min_area_px=min_area_px, min_area_nm2=min_area_nm2,
                                    keep_all=keep_all, split=split_touching,
                                    split_min_distance_nm=split_min_distance_nm)
@@ -121,7 +180,8 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
             if len(predictor) > 1:
                 io.write_tiff(tmp / f"{stem}_uncertainty.tif", members.std(0), px_img)
             io.write_csv(table, tmp / f"{stem}_particles.csv")
-            rows.append({"image": str(path), "pixel_size_nm": px_img, "particles": len(table),
+            rows.append({"image": str(path), "status": "ok", "pixel_size_nm": px_img,
+                         **_file_pixel_size(own), "particles": len(table),
                          "touching_border": border, "dropped_small": dropped,
                          "dropped_border": border if drop_border else 0, "min_area_px2": rule.min_area_px,
                          **{f"{s}_diameter_{u}": getattr(table[f"equivalent_diameter_{u}"], s)() if len(table)
@@ -129,6 +189,15 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
                          "coverage": float(mask.mean()), "models": len(predictor),
                          "arch": predictor.metas[0].get("model_name", predictor.metas[0]["name"]),
                          "filter": rule.rule + ("; border particles dropped" if drop_border else "")})
+        if not rows:
+            raise UserError(f"none of the {len(paths)} micrographs could be segmented ({'; '.join(bad.values())})")
+        rows += [{"image": str(p), "status": f"skipped: {why}", "models": len(predictor)} for p, why in bad.items()]
         summary = pd.DataFrame(rows)
         io.write_csv(summary, tmp / "summary.csv")
     return summary
+
+
+def _file_pixel_size(own) -> dict:
+    """The file's own pixel size along y and x (NaN when it has none), as summary.csv records it."""
+    return {"file_pixel_size_y_nm": np.nan if own is None else own[0],
+            "file_pixel_size_x_nm": np.nan if own is None else own[1]}

@@ -47,8 +47,9 @@ def preprocess(out_dir, *, manifest=None, images: str | None = None, masks: str 
 
     Returns
     -------
-    The written manifest: image, mask, pixel_size_nm, group, source_image, source_mask, source_pixel_size_nm (the
-    pixel size the source was read at), rows, cols, particle_fraction.
+    The written manifest: image, mask, pixel_size_nm, source_sha256 (of the source micrograph's file), group,
+    source_image, source_mask, source_pixel_size_nm (the pixel size the source was read at), rows, cols,
+    particle_fraction.
     """
     recipe = Recipe(xray_threshold=xray_threshold, xray_passes=xray_passes, flat_field=flat_field,
                     flat_field_sigma_nm=flat_field_sigma_nm, target_pixel_size_nm=target_pixel_size_nm)
@@ -80,6 +81,7 @@ def preprocess(out_dir, *, manifest=None, images: str | None = None, masks: str 
             io.write_tiff(tmp / mask_name, mask, px)
             group = rec.get("group")
             rows.append({"image": image_name, "mask": mask_name, "pixel_size_nm": px,
+                         "source_sha256": io.sha256(rec["image"]),
                          "group": stem if io.is_missing(group) else str(group), "source_image": rec["image"],
                          "source_mask": rec["mask"], "source_pixel_size_nm": img.pixel_size_nm if
                          img.pixel_size_yx_nm is None or np.isclose(*img.pixel_size_yx_nm, rtol=1e-4) else None,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rfseg.blocks import artifacts, bundle
+from rfseg.blocks import artifacts, bundle, io
 from rfseg.blocks.augment import epoch_plan
 from rfseg.blocks.models import ArchSpec, build_model, count_params, receptive_field, set_head_prior
 from rfseg.blocks.runtime import autocast_dtype, autocast_factory, configure_cuda, pick_device, set_threads
@@ -134,11 +134,30 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
     Returns
     -------
     The bundle's metadata (``model.json``).
+
+    Raises
+    ------
+    UserError
+        Before any work, if ``out_dir`` would replace files rfseg did not write or overlaps ``patch_dir``, if the
+        checkpoint is not one rfseg wrote, or if another run is writing ``out_dir``.
     """
-    cfg = cfg or TrainConfig()
-    spec = arch if isinstance(arch, ArchSpec) else ArchSpec.from_name(arch)
-    out = Path(out_dir)
+    out = bundle.check_bundle_dir(out_dir, reads=[patch_dir])
     ckpt_path = Path(checkpoint) if checkpoint else out / "checkpoint.pt"
+    bundle.check_bundle_dir(ckpt_path.parent, reads=[patch_dir])
+    created = not out.exists()
+    try:
+        with io.output_lock(out):
+            ckpt = bundle.read_checkpoint(ckpt_path)  # refuses a file rfseg did not write, before any work
+            return _train(patch_dir, out, arch, seed, cfg or TrainConfig(), ckpt_path, ckpt, threads, dataset)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # a failure leaves no empty folder behind
+            out.rmdir()
+        raise
+
+
+def _train(patch_dir, out: Path, arch, seed: int, cfg: TrainConfig, ckpt_path: Path, ckpt: dict | None,
+           threads: int, dataset: str) -> dict:
+    spec = arch if isinstance(arch, ArchSpec) else ArchSpec.from_name(arch)
     set_threads(threads)
     device = pick_device(cfg.device)
     epoch_plan(seed, 0, 1, cfg.augment)  # an unknown augmentation fails before any work
@@ -181,7 +200,6 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
     amp = autocast_factory(device, dtype)
     identity = run_identity(spec, cfg, seed, summary, arrays)
     history, start, best, best_state = [], 0, (-1.0, -1), None
-    ckpt = bundle.read_checkpoint(ckpt_path)
     if ckpt is not None and ckpt.get("config_hash") != identity:
         print(f"checkpoint {ckpt_path} is from another configuration: starting over", flush=True)
         ckpt = None
@@ -261,4 +279,4 @@ def train(patch_dir, out_dir, arch, seed: int, cfg: TrainConfig | None = None, *
         "versions": {"torch": torch.__version__, "rfseg": __import__("rfseg").__version__},
         "dataset": dataset, "source": "trained",
     }
-    return bundle.write_bundle(out, state, meta, pd.DataFrame(history))
+    return bundle.write_bundle(out, state, meta, pd.DataFrame(history), reads=[patch_dir])

@@ -15,7 +15,7 @@ from rfseg.blocks.models import ArchSpec, build_model
 from rfseg.blocks.published import convert
 from rfseg.errors import UserError
 from rfseg.stages.importer import PRETRAINED, SHIPPED, import_network, import_shipped, shipped_models
-from support import SHARED, one_line_error
+from support import SHARED, Foreign, ReceptiveFieldUNet, one_line_error, save_as_main
 
 LAB = SHARED / "models" / "hrtem-generalization"
 
@@ -90,79 +90,15 @@ def test_models_command_lists_the_shipped_bundles(cli):
     assert "au-5nm-423e" in out and "ScottLabUCB/HRTEM-Generalization (MIT)" in out
 
 
-# ------------------------------------------------------------------------- a checkpoint this test writes itself
-class _Block(nn.Module):
-    def __init__(self, cin, cout, dilation=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv_add = nn.Conv2d(cin, cout, 1)
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(y + self.conv_add(x))
-
-
-class _ReceptiveFieldUNet(nn.Module):
-    """The N = 2 layout of the receptive-field paper's repository (down1, pool1, ..., up1 deepest, final_conv),
-    written here from its published description: no file of that repository is used."""
-
-    def __init__(self, pools=(4, 4), dilations=(1, 1, 1)):
-        super().__init__()
-        self.pools_ = pools
-        self.down1, self.pool1 = _Block(1, 4, dilations[0]), nn.MaxPool2d(pools[0], pools[0])
-        self.down2, self.pool2 = _Block(4, 8, dilations[1]), nn.MaxPool2d(pools[1], pools[1])
-        self.bottleneck = _Block(8, 16, dilations[2])
-        self.up1, self.up2 = _Block(8 + 16, 8, dilations[1]), _Block(4 + 8, 4, dilations[0])
-        self.final_conv = nn.Conv2d(4, 2, 1)
-
-    def forward(self, x):
-        s1 = self.down1(x)
-        s2 = self.down2(self.pool1(s1))
-        b = self.bottleneck(self.pool2(s2))
-        u = self.up1(torch.cat([s2, nn.functional.interpolate(b, scale_factor=self.pools_[1])], 1))
-        u = self.up2(torch.cat([s1, nn.functional.interpolate(u, scale_factor=self.pools_[0])], 1))
-        return self.final_conv(u)
-
-
-class _Foreign(nn.Module):
-    """A network with a layer the family does not have (a linear layer)."""
-
-    def __init__(self):
-        super().__init__()
-        self.final_conv = nn.Linear(4, 2)
-
-
-def _save_as_main(model, path, class_name="UNet_MaxPool"):
-    """torch.save a whole module whose classes pickle as __main__.<name>, as the lab's notebooks did."""
-    main = sys.modules["__main__"]
-    classes = {class_name: type(model), "ResidualBlock": _Block}
-    saved = {}
-    for name, cls in classes.items():
-        saved[name] = (cls.__module__, cls.__qualname__)
-        cls.__module__, cls.__qualname__ = "__main__", name
-        setattr(main, name, cls)
-    try:
-        torch.save(model, path)
-    finally:
-        for name, cls in classes.items():
-            cls.__module__, cls.__qualname__ = saved[name]
-            delattr(main, name)
-
-
 @pytest.mark.parametrize("pools,dilations", [((4, 4), (1, 1, 1)), ((2, 2), (1, 2, 4))])
 def test_receptive_field_layout_imports_and_computes_the_same(tmp_path, pools, dilations):
     torch.manual_seed(0)
-    net = _ReceptiveFieldUNet(pools, dilations).eval()
+    net = ReceptiveFieldUNet(pools, dilations).eval()
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2)
-    _save_as_main(net, tmp_path / "net.pt")
+    save_as_main(net, tmp_path / "net.pt")
     meta = import_network(tmp_path / "net.pt", tmp_path / "b", pixel_size_nm=0.02152, repository="test",
                           license="none (written by this test)")
     expected = ArchSpec(2, pools, dilations).name
@@ -171,6 +107,35 @@ def test_receptive_field_layout_imports_and_computes_the_same(tmp_path, pools, d
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_legacy_format_network_imports_and_computes_the_same(tmp_path, cli):
+    """The receptive-field paper's final networks are PyTorch's pre-1.6 (non-zip) serialisation of whole modules."""
+    torch.manual_seed(1)
+    net = ReceptiveFieldUNet((4, 2)).eval()
+    save_as_main(net, tmp_path / "net.h5", legacy=True)
+    assert not zipfile.is_zipfile(tmp_path / "net.h5")
+    cli("import", tmp_path / "net.h5", "--pixel-size", 0.02152, "--out", tmp_path / "b", check_rc=0)
+    model, meta = load_bundle(tmp_path / "b")
+    assert meta["name"] == "n2_p42" and meta["provenance"]["layout"] == "receptive-field"
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_crafted_legacy_pickle_is_refused_and_runs_nothing(tmp_path, cli):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"model": Payload()}, tmp_path / "evil.h5", _use_new_zipfile_serialization=False)
+    one_line_error(cli("import", tmp_path / "evil.h5", "--pixel-size", 0.02, "--out", tmp_path / "b"),
+                   "evil.h5: refused without running it")
+    assert not marker.exists() and not (tmp_path / "b").exists()
 
 
 def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path, cli):
@@ -192,7 +157,7 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path, cli):
     (lambda p: p.write_text("not a checkpoint"), "not a PyTorch checkpoint"),
     (lambda p: p.write_bytes((LAB / SHIPPED["au-10nm-425e"][0]).read_bytes()[:100_000]), "is the file complete"),
     (lambda p: torch.save({"w": torch.zeros(2)}, p), "not a pickled UNet"),
-    (lambda p: _save_as_main(_Foreign(), p, "UNet"), "refused without running it"),
+    (lambda p: save_as_main(Foreign(), p, "UNet"), "refused without running it"),
 ], ids=["text", "truncated", "state-dict", "foreign-layer"])
 def test_bad_checkpoints_are_one_line_errors(tmp_path, cli, make, needle):
     if "complete" in needle and not LAB.is_dir():
@@ -204,14 +169,14 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, cli, make, needle):
 
 
 def test_a_network_outside_the_family_is_refused_with_what_did_not_fit(tmp_path):
-    net = _ReceptiveFieldUNet()
+    net = ReceptiveFieldUNet()
     net.final_conv = nn.Conv2d(4, 3, 1)
-    _save_as_main(net, tmp_path / "net.pt")
+    save_as_main(net, tmp_path / "net.pt")
     with pytest.raises(UserError, match="the head maps 4 to 3 channels"):
         import_network(tmp_path / "net.pt", tmp_path / "b", pixel_size_nm=0.02)
-    net = _ReceptiveFieldUNet()
+    net = ReceptiveFieldUNet()
     net.pool2 = nn.MaxPool2d(3, 3)
-    _save_as_main(net, tmp_path / "net.pt")
+    save_as_main(net, tmp_path / "net.pt")
     with pytest.raises(UserError, match="pool 2 has kernel 3"):
         import_network(tmp_path / "net.pt", tmp_path / "b", pixel_size_nm=0.02)
     assert not (tmp_path / "b").exists()

@@ -204,7 +204,7 @@ def test_bad_model_inputs(tmp_path):
         load_bundle(tmp_path / "run")
     # corrupt checkpoint
     (tmp_path / "n3/checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="corrupt or unreadable"):
+    with pytest.raises(UserError, match="not a training checkpoint rfseg can read"):
         train(patches, tmp_path / "n3", ArchSpec(3, (2, 2, 2)), 1, TrainConfig(epochs=1, **FAST))
     # RF larger than the patch
     with pytest.raises(UserError, match="receptive field of 392 px, larger than the 96 px"):

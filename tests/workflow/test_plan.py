@@ -105,3 +105,98 @@ def test_predict_compile_option_on_the_command_line(argv, expected):
     full = ["predict", "model", "image.tif", "--out", "seg", *argv]
     args = build_parser(full).parse_args(full)
     assert getattr(args, "compile", None) == expected  # left out: the stage's default, auto
+
+
+# ------------------------------------------------------------------- names, paths and duplicates (before any job)
+REAL = str(ROOT / "resources/real-tem-seg/images/*.tif")
+REAL_MASKS = str(ROOT / "resources/real-tem-seg/masks/{stem}.tif")
+
+
+def _real(**extra):
+    return {"images": REAL, "masks": REAL_MASKS, "uncalibrated": True, "patches": {"size": 128, "min_particle_px": 10},
+            "architectures": ["n2_p22"], **extra}
+
+
+@pytest.mark.parametrize("name,edit,needle", [
+    ("dots", lambda c: _rename(c, ".."), "name '..' is used in file names"),
+    ("dot", lambda c: _rename(c, "."), "name '.' is used in file names"),
+    ("hidden", lambda c: _rename(c, ".tiny"), "name '.tiny' is used in file names"),
+    ("slash", lambda c: _rename(c, "a/b"), "name 'a/b' is used in file names"),
+    ("results empty", lambda c: c.update(results=""), "results folder is empty"),
+    ("results root", lambda c: c.update(results="/"), "is the filesystem root"),
+    ("predict name", lambda c: c["predict"].update(name=".."), "predict.name: the name '..'"),
+    ("seeds twice", lambda c: c["training"].update(seeds=[1, 1]), "seed 1 is listed twice"),
+    ("arch twice", lambda c: c["datasets"]["tiny"]["architectures"].append("n2_p22"), "n2_p22 is listed twice"),
+    ("one micrograph", lambda c: c["datasets"]["tiny"]["simulate"].update(n_images=1),
+     "simulate.n_images: 1 micrograph(s), but a split by micrograph into train, val and test needs at least 3"),
+    ("folds beyond micrographs", lambda c: c["datasets"].update(real=_real(split={"folds": 9})),
+     "9 folds need at least 9"),
+    ("no pixel size", lambda c: c["datasets"].update(real={**_real(), "uncalibrated": False}), "has no pixel size"),
+    ("implausible pixel size", lambda c: c["datasets"].update(real={**_real(uncalibrated=False), "pixel_size_nm": 1e-9}),
+     "1e-09 nm/px is not a microscope's"),
+    ("patches beyond images", lambda c: c["datasets"].update(real=_real(patches={"size": 1024, "min_particle_px": 1})),
+     "smaller than the 1024 px patches"),
+])
+def test_config_mistakes_found_before_any_job(tiny, name, edit, needle):
+    with pytest.raises(UserError, match="^config ") as e:
+        Plan(_with(tiny, edit))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_mask_of_another_shape_is_found_from_the_headers(tiny, tmp_path):
+    import numpy as np
+
+    from rfseg.blocks import io
+
+    for i, shape in enumerate([(64, 64), (64, 64), (64, 64), (64, 60)]):
+        io.write_tiff(tmp_path / f"im{i}.tif", np.zeros((64, 64), np.float32), 0.1)
+        io.write_tiff(tmp_path / f"im{i}_mask.tif", np.zeros(shape, np.uint8), 0.1)
+    cfg = _with(tiny, lambda c: c["datasets"].update(mine={
+        "images": str(tmp_path / "im?.tif"), "masks": str(tmp_path / "{stem}_mask.tif"),
+        "patches": {"size": 32, "min_particle_px": 1}, "architectures": ["n2_p22"]}))
+    with pytest.raises(UserError, match="im3_mask.tif is 64 x 60 px but its image .* is 64 x 64 px"):
+        Plan(cfg)
+
+
+def test_results_dot_writes_into_the_working_folder(tiny):
+    plan = Plan(_with(tiny, lambda c: c.update(results=".")))
+    assert plan.model_dirs("tiny")[0] == "tiny/models/n2_p22/seed1" and "summary.csv" in plan.targets()
+    assert Plan(_with(tiny, lambda c: c.update(results="out/"))).targets()[0] == "out/architectures.csv"
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda c: c["training"].update(epoch=3), "config training: unknown key 'epoch' (allowed: augment,"),
+    (lambda c: c["datasets"]["tiny"]["patches"].update(size="abc"),
+     "config datasets.tiny.patches.size: the value 'abc' is not allowed ('abc' is not of type 'integer')"),
+    (lambda c: c["datasets"]["tiny"].update(pixel_size_nm=1e-9), "config datasets.tiny.pixel_size_nm: the value 1e-09"),
+    (lambda c: c["predict"].update(name=".."), "config predict.name: the value '..' is not allowed"),
+])
+def test_schema_errors_are_one_line_naming_the_key(tiny, edit, needle):
+    from rfseg.plan import check_schema
+
+    check_schema(tiny, ROOT / "workflow/schemas/config.schema.yaml")
+    with pytest.raises(UserError) as e:
+        check_schema(_with(tiny, edit), ROOT / "workflow/schemas/config.schema.yaml")
+    assert str(e.value).startswith(needle) and "\n" not in str(e.value)
+
+
+def test_input_checksums_follow_content_not_modification_time(tiny, tmp_path):
+    import os
+
+    import numpy as np
+
+    from rfseg.blocks import io
+
+    for i in range(3):
+        io.write_tiff(tmp_path / f"im{i}.tif", np.full((64, 64), i, np.float32), 0.1)
+        io.write_tiff(tmp_path / f"im{i}_mask.tif", np.ones((64, 64), np.uint8), 0.1)
+    mine = {"images": str(tmp_path / "im?.tif"), "masks": str(tmp_path / "{stem}_mask.tif"),
+            "patches": {"size": 32, "min_particle_px": 1}, "architectures": ["n2_p22"]}
+    off = Plan(_with(tiny, lambda c: c["datasets"].update(mine=mine)))
+    on = lambda: Plan(_with(tiny, lambda c: c["datasets"].update(mine={**mine, "input_checksums": True})))  # noqa
+    assert off.input_checksum("mine") == "" and off.input_checksum("tiny") == ""
+    before = on().input_checksum("mine")
+    stat = (tmp_path / "im1.tif").stat()
+    io.write_tiff(tmp_path / "im1.tif", np.full((64, 64), 7, np.float32), 0.1)  # new content, the old mtime
+    os.utime(tmp_path / "im1.tif", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert on().input_checksum("mine") != before

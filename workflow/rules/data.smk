@@ -40,6 +40,8 @@ rule preprocess:
     params:
         source=lambda wc, input: PLAN.preprocess_source(wc.dataset, input[0]),
         options=lambda wc: PLAN.preprocess_flags(wc.dataset),
+        # the inputs' content hash when the dataset asks for it (input_checksums: true); empty otherwise
+        inputs_sha256=lambda wc: PLAN.input_checksum(wc.dataset),
         code=CODE["preprocess"],
     shell:
         "rfseg preprocess {params.source} {params.options} --out {output:q} > {log:q} 2>&1"
