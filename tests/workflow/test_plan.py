@@ -153,7 +153,7 @@ def test_a_mask_of_another_shape_is_found_from_the_headers(tiny, tmp_path):
         io.write_tiff(tmp_path / f"im{i}_mask.tif", np.zeros(shape, np.uint8), 0.1)
     cfg = _with(tiny, lambda c: c["datasets"].update(mine={
         "images": str(tmp_path / "im?.tif"), "masks": str(tmp_path / "{stem}_mask.tif"),
-        "patches": {"size": 32, "min_particle_px": 1}, "architectures": ["n2_p22"]}))
+        "patches": {"size": 48, "min_particle_px": 1}, "architectures": ["n2_p22"]}))
     with pytest.raises(UserError, match="im3_mask.tif is 64 x 60 px but its image .* is 64 x 64 px"):
         Plan(cfg)
 
@@ -191,7 +191,7 @@ def test_input_checksums_follow_content_not_modification_time(tiny, tmp_path):
         io.write_tiff(tmp_path / f"im{i}.tif", np.full((64, 64), i, np.float32), 0.1)
         io.write_tiff(tmp_path / f"im{i}_mask.tif", np.ones((64, 64), np.uint8), 0.1)
     mine = {"images": str(tmp_path / "im?.tif"), "masks": str(tmp_path / "{stem}_mask.tif"),
-            "patches": {"size": 32, "min_particle_px": 1}, "architectures": ["n2_p22"]}
+            "patches": {"size": 48, "min_particle_px": 1}, "architectures": ["n2_p22"]}
     off = Plan(_with(tiny, lambda c: c["datasets"].update(mine=mine)))
     on = lambda: Plan(_with(tiny, lambda c: c["datasets"].update(mine={**mine, "input_checksums": True})))  # noqa
     assert off.input_checksum("mine") == "" and off.input_checksum("tiny") == ""
