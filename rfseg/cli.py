@@ -350,7 +350,8 @@ def _add_paired(p):
     from rfseg.stages.paired import paired
 
     p.add_argument("--dataset", required=True)
-    p.add_argument("--patches", required=True, help="the dataset's patch folder")
+    p.add_argument("--patches", nargs="+", required=True,
+                   help="the dataset's patch folder (under cross-validation: every fold's)")
     p.add_argument("--evals", nargs="+", required=True, help="evaluation folders of the dataset (trained and published)")
     _opt(p, "--reference", paired, help="architecture the differences are taken against (default: smallest RF)")
     _opt(p, "--resamples", paired, type=int, help="bootstrap resamples (micrographs and seeds)")
@@ -365,6 +366,10 @@ def _run_paired(args):
 
     t = paired(args.patches, args.evals, args.dataset, args.out, args.per_micrograph,
                **_given(args, "reference", "resamples", "seed"))
+    flagged = t[t["n_flagged"] > 0]
+    if len(flagged):
+        print(f"flagged runs (no particle or every pixel predicted, or a loss that never fell): "
+              f"{', '.join(f'{a} ({n})' for a, n in zip(flagged['arch'], flagged['n_flagged']))}", file=sys.stderr)
     for r in t.itertuples():
         print(f"{args.dataset} {r.arch}: {r.score_mean:.4f}, minus {r.reference} {r.diff_mean:+.4f} "
               f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}] ({r.n_micrographs} micrographs, {r.n_seeds} seeds)")
@@ -651,6 +656,10 @@ def _run_recommend(args):
         print(json.dumps(rec, indent=2))
         return
     nm = f" = {rec['rf_nm']:.3g} nm" if rec.get("rf_nm") else ""
+    if rec.get("resolved") is False and rec["basis"].startswith("cannot tell"):
+        print(f"{rec['dataset']}: {rec['basis']}; the cheapest RF is {rec['arch']} (RF {rec['rf_px']} px{nm})\n  "
+              f"{rec['reason']}")
+        return
     print(f"{rec['dataset']}: use {rec['arch']} (RF {rec['rf_px']} px{nm}) [{rec['basis']}]\n  {rec['reason']}")
 
 

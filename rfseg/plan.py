@@ -8,6 +8,7 @@ runs, with one line naming the key and the fix.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import shlex
@@ -40,6 +41,9 @@ def check_results(results) -> str:
         raise UserError(f"config results: {results!r} is the filesystem root: name a folder, e.g. results: results")
     return norm
 PRETRAINED = "resources/pretrained"
+#: fewer held-out micrographs than this and a comparison of receptive fields is flagged before any job: a bootstrap
+#: over so few micrographs has few distinct resamples and understates its spread (by sqrt((n-1)/n) and more)
+MIN_TEST_MICROGRAPHS = 8
 FIGURES = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
 FOURIER_FIGURES = ["false_negatives", "fn_overlap"]
 DILATION_FIGURES = ["pooling_vs_dilation", "edges"]
@@ -109,7 +113,7 @@ class Plan:
     UserError
         Naming the config key, for: a dataset name that is not a plain file name, an architecture whose RF does not
         fit the patches, a missing input path or pattern without ``{stem}``, split fractions that do not sum to 1,
-        ``fold`` >= ``folds``, an unknown Fourier material, simulated micrographs smaller than the patches, and a
+        more folds than micrographs, an unknown Fourier material, simulated micrographs smaller than the patches, and a
         predict section that names an unknown dataset or architecture.
     """
 
@@ -118,7 +122,7 @@ class Plan:
         self.layout = Layout(check_results(config.get("results", "results")))
         self.datasets = dict(config.get("datasets") or {})
         self.predict_cfg = config.get("predict")
-        self._archs, self._published = {}, {}
+        self._archs, self._published, self._micrographs = {}, {}, {}
         for ds in self.datasets:
             self._check_dataset(ds)
         if self.predict_cfg:
@@ -148,18 +152,21 @@ class Plan:
         fractions = split.get("fractions", [0.7, 0.1, 0.2])
         if abs(sum(fractions) - 1) > 1e-6:
             raise UserError(f"config {key}.split.fractions {fractions} must sum to 1 (train, val, test)")
-        if split.get("folds") and not split.get("fold", 0) < split["folds"]:
-            raise UserError(f"config {key}.split.fold must be below split.folds ({split['folds']}): folds are "
-                            f"numbered 0 to {split['folds'] - 1}")
         self.raw_inputs(ds)  # the files exist
         n = d["simulate"]["n_images"] if "simulate" in d else self._check_user_images(ds)
-        needed = split.get("folds") or 3
-        if n < needed:
-            what = (f"{split['folds']} folds need at least {split['folds']}" if split.get("folds") else
-                    "a split by micrograph into train, val and test needs at least 3")
-            src = f"{key}.simulate.n_images" if "simulate" in d else key
-            raise UserError(f"config {src}: {n} micrograph(s), but {what}: add micrographs"
-                            + (" or lower split.folds" if split.get("folds") else ""))
+        self._micrographs[ds] = n
+        folds = split.get("folds")
+        src = f"{key}.simulate.n_images" if "simulate" in d else key
+        if folds and folds > n:
+            raise UserError(f"config {src}: {n} micrograph(s), but {folds} folds need at least {folds}: add "
+                            f"micrographs or lower split.folds")
+        if folds and n - math.ceil(n / folds) < 2:
+            raise UserError(f"config {src}: {n} micrograph(s) in {folds} folds (split.folds) leave fewer than two "
+                            f"beside a test fold, one to validate and one to train on: add micrographs or use "
+                            f"more folds")
+        if not folds and n < 3:
+            raise UserError(f"config {src}: {n} micrograph(s), but a split by micrograph into train, val and test "
+                            f"needs at least 3: add micrographs")
         if "fourier" in d:
             f = d["fourier"]
             if not f.get("radii_px"):
@@ -328,14 +335,87 @@ class Plan:
             h.update(f"{f}:{sha256(f)}\n".encode())
         return h.hexdigest()
 
-    def runs(self, ds) -> list[tuple[str, int]]:
-        return [(a, s) for a in self.architectures(ds) for s in self.seeds(ds)]
+    # ------------------------------------------------------------------------------- folds of cross-validation
+    def folds(self, ds) -> list[int | None]:
+        """The folds a dataset is split into: ``[0, ..., K-1]`` with ``split: {folds: K}``, else ``[None]``."""
+        k = self.datasets[ds].get("split", {}).get("folds")
+        return list(range(k)) if k else [None]
+
+    def parts(self, ds) -> list[str]:
+        """The units a dataset is trained and tested in: the dataset itself, or ``<ds>/fold<k>`` for each fold of
+        cross-validation. Patches, models, evaluations and Fourier baselines live under ``results/<part>/``."""
+        return [ds if k is None else f"{ds}/fold{k}" for k in self.folds(ds)]
+
+    def all_parts(self) -> list[str]:
+        return [p for ds in self.datasets for p in self.parts(ds)]
+
+    @staticmethod
+    def dataset_of(part: str) -> str:
+        return part.split("/")[0]
+
+    @staticmethod
+    def fold_of(part: str) -> int | None:
+        return int(part.split("/fold")[1]) if "/fold" in part else None
+
+    def first_part(self, ds) -> str:
+        """The part the per-dataset figures and tables that show one split use (fold 0 under cross-validation)."""
+        return self.parts(ds)[0]
+
+    def held_out_micrographs(self, ds) -> int:
+        """How many test micrographs a comparison on ``ds`` pools: all of them under cross-validation, else those
+        of the test split, estimated from the fractions as if every micrograph gave as many patches."""
+        from rfseg.blocks.patches import split_groups
+
+        n = self._micrographs[ds]
+        if self.datasets[ds].get("split", {}).get("folds"):
+            return n
+        fractions = self.datasets[ds].get("split", {}).get("fractions", [0.7, 0.1, 0.2])
+        return list(split_groups([str(i) for i in range(n)], [1] * n, fractions).values()).count("test")
+
+    def warnings(self) -> list[str]:
+        """One line per dataset whose comparisons cannot be resolved: fewer held-out micrographs than
+        :data:`MIN_TEST_MICROGRAPHS`."""
+        out = []
+        for ds in self.datasets:
+            n = self.held_out_micrographs(ds)
+            if n < MIN_TEST_MICROGRAPHS:
+                cv = self.datasets[ds].get("split", {}).get("folds")
+                fix = ("add micrographs" if cv else
+                       f"cross-validate (split: {{folds: {min(5, self._micrographs[ds])}}}) so every micrograph is "
+                       f"tested once, or add micrographs")
+                out.append(f"warning: dataset {ds} tests on {n} micrograph(s), fewer than the "
+                           f"{MIN_TEST_MICROGRAPHS} a comparison of receptive fields needs to resolve anything "
+                           f"(its intervals rest on resampling the test micrographs): {fix}")
+        return out
+
+    def flagged_lines(self) -> list[str]:
+        """After a run: one line per architecture whose runs the summary flags (no particle or every pixel predicted,
+        or a training loss that never fell), for the workflow's closing message."""
+        import pandas as pd
+
+        path = Path(self.layout.summary())
+        if not path.is_file():
+            return []
+        summary = pd.read_csv(path)
+        if "status" not in summary:
+            return []
+        bad = summary[summary["status"].fillna("ok") != "ok"]
+        return [f"warning: {r.dataset} {r.arch}: {r.status}; these runs are left out of rfseg recommend (train longer "
+                f"or check the masks)" for r in bad.itertuples()]
+
+    def runs(self, ds) -> list[tuple[str, str, int]]:
+        """(part, architecture, seed) of every training run of a dataset."""
+        return [(p, a, s) for p in self.parts(ds) for a in self.architectures(ds) for s in self.seeds(ds)]
 
     def model_dirs(self, ds) -> list[str]:
-        return [self.layout.model(ds, a, s) for a, s in self.runs(ds)]
+        return [self.layout.model(p, a, s) for p, a, s in self.runs(ds)]
 
     def eval_dirs(self, ds) -> list[str]:
-        return [self.layout.eval(ds, a, s) for a, s in self.runs(ds)]
+        return [self.layout.eval(p, a, s) for p, a, s in self.runs(ds)]
+
+    def part_eval_dirs(self, part) -> list[str]:
+        """The trained networks' evaluations of one part."""
+        return [self.layout.eval(p, a, s) for p, a, s in self.runs(self.dataset_of(part)) if p == part]
 
     def published(self, ds) -> list[tuple[str, str, str]]:
         """(name, member, bundle folder) of the published networks scored on ``ds``."""
@@ -345,7 +425,7 @@ class Plan:
         return next(d for n, m, d in self.published(ds) if (n, m) == (name, member))
 
     def published_eval_dirs(self, ds) -> list[str]:
-        return [self.layout.eval_published(ds, n, m) for n, m, _ in self.published(ds)]
+        return [self.layout.eval_published(p, n, m) for p in self.parts(ds) for n, m, _ in self.published(ds)]
 
     def _evaluations(self) -> list[str]:
         return [f"{d}/metrics.csv" for ds in self.datasets for d in self.eval_dirs(ds) + self.published_eval_dirs(ds)]
@@ -353,12 +433,13 @@ class Plan:
     def metrics_files(self) -> list[str]:
         """Every metrics.csv the aggregation reads: one per trained model and published network, one per Fourier
         baseline."""
-        return self._evaluations() + [f"{self.layout.fourier(ds)}/metrics.csv" for ds in self.fourier_datasets()]
+        return self._evaluations() + [f"{self.layout.fourier(p)}/metrics.csv" for ds in self.fourier_datasets()
+                                      for p in self.parts(ds)]
 
     def metrics_inputs(self) -> list[str]:
         """What the aggregation depends on: the evaluations' metrics files and the Fourier baselines' folders
         (a rule's directory output)."""
-        return self._evaluations() + [self.layout.fourier(ds) for ds in self.fourier_datasets()]
+        return self._evaluations() + [self.layout.fourier(p) for ds in self.fourier_datasets() for p in self.parts(ds)]
 
     def fourier_datasets(self) -> list[str]:
         return [ds for ds in self.datasets if "fourier" in self.datasets[ds]]
@@ -368,7 +449,7 @@ class Plan:
         t = [L.architectures()]
         if self.datasets:
             t += [L.summary(), L.dataset_table()]
-            t += [L.fn_overlap(ds) for ds in self.datasets if "fourier" in self.datasets[ds]]
+            t += [L.fn_overlap(p) for ds in self.fourier_datasets() for p in self.parts(ds)]
             t += [f for ds in self.datasets for f in self.figure_files(ds)]
             t += [L.fingerprint(ds) for ds in self.datasets]
             t += [L.paired(ds) for ds in self.datasets]
@@ -394,7 +475,13 @@ class Plan:
         return list(dict.fromkeys([plain[0], plain[len(plain) // 2], plain[-1]])) if plain else []
 
     def example_evals(self, ds) -> list[str]:
-        return [self.layout.eval(ds, a, self.seeds(ds)[0]) for a in self.example_archs(ds)]
+        return [self.layout.eval(self.first_part(ds), a, self.seeds(ds)[0]) for a in self.example_archs(ds)]
+
+    def first_models(self, ds, all_seeds: bool = False) -> list[str]:
+        """Every architecture's model of the first seed (or of every seed) in the first part: the training-curve
+        and ERF figures show one split."""
+        seeds = self.seeds(ds) if all_seeds else self.seeds(ds)[:1]
+        return [self.layout.model(self.first_part(ds), a, s) for a in self.architectures(ds) for s in seeds]
 
     def edge_pair(self, ds) -> list[str] | None:
         """(pooled, dilated) architectures of similar RF for the edge figure; None without a dilated one."""
@@ -448,10 +535,10 @@ class Plan:
             return f"--manifest {shlex.quote(d['manifest'])}"
         return f"--images {shlex.quote(d['images'])} --masks {shlex.quote(d['masks'])}"
 
-    def split_flags(self, ds) -> str:
-        s = self.datasets[ds].get("split", {})
+    def split_flags(self, part) -> str:
+        s = self.datasets[self.dataset_of(part)].get("split", {})
         if s.get("folds"):
-            return flags([("--folds", s["folds"]), ("--fold", s.get("fold", 0))])
+            return flags([("--folds", s["folds"]), ("--fold", self.fold_of(part))])
         return flags([("--fractions", s.get("fractions", [0.7, 0.1, 0.2]))])
 
     def train_flags(self, ds) -> str:
@@ -483,7 +570,7 @@ class Plan:
     # -------------------------------------------------------------------------------------------- predict
     def predict_model_dirs(self) -> list[str]:
         ds, arch = self.predict_cfg["dataset"], self.predict_cfg.get("arch", "best")
-        return [self.layout.model(ds, a, s) for a, s in self.runs(ds) if arch in ("best", a)]
+        return [self.layout.model(p, a, s) for p, a, s in self.runs(ds) if arch in ("best", a)]
 
     def predict_inputs(self) -> list[str]:
         p = self.predict_cfg

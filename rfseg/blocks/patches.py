@@ -48,17 +48,29 @@ def split_groups(groups: list[str], patch_counts: list[int], fractions=(0.7, 0.1
     return {g: "train" if i < first_val else "val" if i < first_test else "test" for i, g in enumerate(groups)}
 
 
+#: share of the micrographs outside the test fold that a cross-validation fold validates on (at least one)
+VAL_SHARE = 0.1
+
+
 def kfold_groups(groups: list[str], folds: int, fold: int) -> dict[str, str]:
-    """Cross-validation over micrographs: groups go round-robin into ``folds`` folds; fold ``fold`` is the test set,
-    fold ``fold + 1`` (mod folds) the validation set, the rest is training."""
-    if not 3 <= folds <= len(groups):
-        raise UserError(f"folds (--folds; config: split.folds) must be between 3 and the number of micrographs "
-                        f"({len(groups)}), got {folds}")
+    """Cross-validation over micrographs: groups go round-robin into ``folds`` folds, and fold ``fold`` is the test
+    set; of the others a validation slice of :data:`VAL_SHARE` (at least one group) is taken, the first groups of
+    the next folds, and the rest trains. Over the folds every group is tested exactly once, and in no fold is a
+    group in two roles. Returns {group: split}."""
+    n = len(groups)
+    if not 2 <= folds <= n:
+        raise UserError(f"folds (--folds; config: split.folds) must be between 2 and the number of micrographs "
+                        f"({n}), got {folds}")
     if not 0 <= fold < folds:
-        raise UserError(f"fold must be between 0 and {folds - 1} (--fold < --folds; config: split.fold < "
-                        f"split.folds), got {fold}")
-    out = {}
-    for i, g in enumerate(groups):
-        k = i % folds
-        out[g] = "test" if k == fold else "val" if k == (fold + 1) % folds else "train"
+        raise UserError(f"fold must be between 0 and {folds - 1} (--fold < --folds), got {fold}")
+    rest = sorted((i for i in range(n) if i % folds != fold), key=lambda i: ((i % folds - fold - 1) % folds, i))
+    n_val = max(1, round(VAL_SHARE * len(rest)))
+    if len(rest) - n_val < 1:
+        raise UserError(f"{n} micrographs in {folds} folds leave no micrograph to train on beside the test fold and "
+                        f"one to validate on: add micrographs or use more folds (--folds; config: split.folds)")
+    out = {g: "train" for g in groups}
+    for i in rest[:n_val]:
+        out[groups[i]] = "val"
+    for i in range(fold, n, folds):
+        out[groups[i]] = "test"
     return out

@@ -10,23 +10,85 @@ METRICS = ["hard_dice", "soft_dice", "global_dice", "iou", "precision", "recall"
 KEYS = ["dataset", "method", "arch", "blocks", "pools", "dilations", "mode", "params", "rf_px", "rf_nm"]
 
 
+#: metrics that are means over test patches: pooled over folds weighted by each fold's test patches
+PER_PATCH = ["hard_dice", "soft_dice", "calibration_error"]
+#: pooled-pixel metrics, recomputed from the summed pixel counts
+PIXEL_COUNTS = ["tp_px", "fp_px", "fn_px"]
+
+
+def _pooled(g: pd.DataFrame) -> dict:
+    """One run's folds as one row: every test patch of every fold counted once."""
+    out = g.iloc[0].to_dict()
+    w = g["n_test_patches"].astype(float)
+    for m in PER_PATCH:
+        if m in g:  # calibration error: the patch-weighted mean of the folds' (their pixel counts are equal)
+            out[m] = float((g[m] * w).sum() / w.sum())
+    if all(c in g for c in PIXEL_COUNTS):
+        tp, fp, fn = (float(g[c].sum()) for c in PIXEL_COUNTS)
+        ratio = (lambda a, b: a / b if b else 1.0)
+        out.update({"global_dice": ratio(2 * tp, 2 * tp + fp + fn), "iou": ratio(tp, tp + fp + fn),
+                    "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "tp_px": tp, "fp_px": fp,
+                    "fn_px": fn})
+    for c in ("n_test_patches", "n_particles_true", "n_particles_pred"):
+        if c in g:
+            out[c] = g[c].sum()
+    if "status" in g:
+        bad = [f"fold {int(f)}: {s[len('flagged: '):]}" for f, s in zip(g["fold"], g["status"].fillna("ok"))
+               if s != "ok"]
+        out["status"] = "ok" if not bad else "flagged: " + "; ".join(bad)
+    out["n_folds"], out["fold"] = len(g), float("nan")
+    return out
+
+
+def pool_folds(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a cross-validated dataset (one per fold, ``fold`` set) pooled into one row per run (dataset x
+    method x architecture x seed, and member for published networks): per-patch metrics weighted by the folds'
+    test patches, pooled-pixel metrics from the summed counts, counts summed, a run flagged when any fold is.
+    Rows without a fold pass unchanged. The result has ``n_folds`` (1 without cross-validation)."""
+    rows = rows.copy()
+    if "fold" not in rows or rows["fold"].isna().all():
+        return rows.assign(n_folds=1)
+    keys = [k for k in [*KEYS, "seed", "member"] if k in rows.columns]
+    cv, plain = rows[rows["fold"].notna()], rows[rows["fold"].isna()]
+    pooled = [_pooled(g) for _, g in cv.fillna({k: "" for k in keys}).groupby(keys, sort=False, dropna=False)]
+    pooled = pd.DataFrame(pooled).replace({k: {"": float("nan")} for k in keys})
+    return pd.concat([plain.assign(n_folds=1), pooled], ignore_index=True)
+
+
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every metric, per (dataset, method, architecture).
 
     Parameters
     ----------
-    rows : DataFrame, one tidy row per dataset x method x architecture x seed (``metrics.csv``)
+    rows : DataFrame, one tidy row per dataset x method x architecture x seed (``metrics.csv``); under
+        cross-validation one per fold too, pooled first (:func:`pool_folds`)
 
     Returns
     -------
-    DataFrame with the key columns, ``n_seeds`` and ``<metric>_mean`` / ``<metric>_std`` (sample std, ddof 1; NaN
-    for one seed), sorted by dataset, method, blocks and RF.
+    DataFrame with the key columns, ``n_seeds``, ``n_folds``, ``<metric>_mean`` / ``<metric>_std`` (sample std,
+    ddof 1; NaN for one seed), ``n_flagged`` and ``status`` ("ok", or "flagged: k of n runs (...)": runs that
+    predicted nothing or everything, or whose loss never fell), sorted by dataset, method, blocks and RF.
     """
+    rows = pool_folds(rows)
     keys = [k for k in KEYS if k in rows.columns]
     g = rows.fillna({k: "" for k in keys}).groupby(keys, sort=False, dropna=False)
     out = g[[m for m in METRICS if m in rows.columns]].agg(["mean", "std"])  # older runs lack newer metrics
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out.insert(0, "n_seeds", g.size())
+    out.insert(1, "n_folds", g["n_folds"].max())
+    status = rows["status"].fillna("ok") if "status" in rows else pd.Series("ok", index=rows.index)
+    flagged = status.ne("ok").groupby([rows[k].fillna("") for k in keys], sort=False, dropna=False)
+    out["n_flagged"] = flagged.sum().astype(int).to_numpy()
+
+    def summary(df):
+        bad = df[df["_status"] != "ok"]
+        if bad.empty:
+            return "ok"
+        return (f"flagged: {len(bad)} of {len(df)} runs (" +
+                "; ".join(f"seed {s}: {t[len('flagged: '):]}" for s, t in zip(bad["seed"], bad["_status"])) + ")")
+
+    with_status = rows.assign(_status=status).fillna({k: "" for k in keys})
+    out["status"] = [summary(df) for _, df in with_status.groupby(keys, sort=False, dropna=False)]
     return out.reset_index().sort_values(["dataset", "method", "blocks", "rf_px"], na_position="first")
 
 

@@ -5,17 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rfseg.blocks.stats import pool_folds
 from rfseg.errors import UserError
 from rfseg.figures import PALETTE, log_rf_axis, plt, require, rf_axis, save, style
 
 
 def _load_rows(metrics_csv, dataset):
+    """The dataset's rows of a metrics.csv, one per run: the folds of a cross-validated run pooled."""
     require(metrics_csv)
     rows = pd.read_csv(metrics_csv)
     rows = rows[rows["dataset"] == dataset]
     if rows.empty:
         raise UserError(f"{metrics_csv} has no rows for dataset {dataset!r}")
-    return rows
+    return pool_folds(rows)
+
+
+def _flagged(rows) -> pd.Series:
+    return rows["status"].fillna("ok").ne("ok") if "status" in rows else pd.Series(False, index=rows.index)
 
 
 def _dilated(rows) -> pd.Series:
@@ -54,6 +60,10 @@ def dice_vs_rf(metrics_csv, dataset: str, out) -> None:
             ax.axhspan(m - max(sd, 0.003), m + max(sd, 0.003), color=colour, alpha=0.25)
             ax.text(nets[x].max(), m, f"published {name} (real data, n={len(df)}) ", va="bottom", ha="right",
                     color=colour, fontsize=8)
+        bad = nets[_flagged(nets)]
+        if len(bad):  # runs that predicted nothing or everything, or never learned: not comparable
+            ax.scatter(bad[x], bad[metric], marker="x", s=70, color="#d62728", zorder=5,
+                       label=f"flagged run ({len(bad)}; summary.csv status)")
         log_rf_axis(ax, xlabel)
         ax.set_title(f"{dataset}: {metric.replace('_', ' ')}")
         ax.grid(True, which="both", alpha=0.3)

@@ -26,7 +26,8 @@ def run_baseline(patch_dir, out_dir, dataset: str, *, material: str | None = "Au
         raise UserError("--radii-px (fourier.radii_px) takes two numbers: lo,hi")
     if radii_px is None:
         spacings_nm = lattice_spacings(material, spacings_nm)
-    row = {"dataset": dataset, "method": "fourier", "arch": "fourier", "pixel_size_nm": px, "seed": 0}
+    row = {"dataset": dataset, "method": "fourier", "arch": "fourier", "pixel_size_nm": px, "seed": 0,
+           "fold": np.nan if summary.get("fold") is None else summary["fold"]}
     if px is None:
         row["note"] = "skipped: the data have no pixel size, so the lattice annulus cannot be placed"
         artifacts.write_fourier(out_dir, row)
@@ -45,7 +46,8 @@ def run_baseline(patch_dir, out_dir, dataset: str, *, material: str | None = "Au
     pred, _ = fourier_segment(np.asarray(images), r_lo, r_hi, sigma_nm / px, window)
     truth = np.asarray(masks, bool)
     row.update(metrics.segmentation_scores(pred.astype(np.float32), truth))
-    row.update({"n_test_patches": len(images), "note": ""})
+    row.update({"n_test_patches": len(images), "note": "", "status": "ok",
+                **dict(zip(("tp_px", "fp_px", "fn_px"), metrics.confusion(pred, truth)))})
     artifacts.write_fourier(out_dir, row, pred, truth, px)
     return row
 

@@ -53,6 +53,24 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
     return out
 
 
+def run_status(prob: np.ndarray, history=None) -> str:
+    """"ok", or "flagged: ..." naming why a run cannot be compared: it predicts no particle pixel or every pixel on
+    the test patches, or (``history``: its history.csv) its training loss never fell below the first epoch's."""
+    import pandas as pd
+
+    reasons = []
+    predicted = int((prob > 0.5).sum())
+    if predicted == 0:
+        reasons.append("no particle predicted")
+    elif predicted == prob.size:
+        reasons.append("every pixel predicted particle")
+    if history is not None and history.is_file():
+        loss = pd.read_csv(history)["train_loss"]
+        if len(loss) > 1 and not loss.iloc[1:].min() < loss.iloc[0]:
+            reasons.append("training loss did not fall")
+    return "ok" if not reasons else "flagged: " + "; ".join(reasons)
+
+
 def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, tta: bool = False,
              device: str = "auto", threads: int = 1, batch_size: int = 16, pixel_tolerance: float = 0.01) -> dict:
     """Evaluate one model bundle on the test patches of ``patch_dir``.
@@ -85,13 +103,19 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, 
         model, _ = bundle.load_bundle(model_dir, dev)
         prob = predict_patches(model, images, batch_size, dev, tta)
     truth = masks.astype(bool)
+    if not np.isfinite(prob).all():
+        raise UserError(f"{model_dir}: its output holds NaN or infinite values: the model is broken (a diverged "
+                        f"training?); retrain it")
     rf_px_size = meta["pixel_size_nm"] if published else px  # a published network sees the specimen at its own
     row = {"dataset": dataset, "method": "published" if published else "unet",
            "arch": meta.get("model_name", meta["name"]) if published else meta["name"],
            **table_columns(meta["arch"]), "params": meta["params"], "rf_px": meta["rf_px"],
            "rf_nm": np.nan if rf_px_size is None else meta["rf_px"] * rf_px_size,
            "pixel_size_nm": np.nan if px is None else px, "seed": meta["seed"], "tta": tta,
-           "n_test_patches": len(images), **metrics.segmentation_scores(prob, truth)}
+           "fold": np.nan if summary.get("fold") is None else summary["fold"],
+           "n_test_patches": len(images), **metrics.segmentation_scores(prob, truth),
+           **dict(zip(("tp_px", "fp_px", "fn_px"), metrics.confusion(prob > 0.5, truth))),
+           "status": run_status(prob, None if published else bundle.bundle_files(model_dir)["history"])}
     if published:
         row["member"] = meta.get("member", "")
     # per-particle analysis on particles as predict reports them (holes filled, specks dropped by the same rule)

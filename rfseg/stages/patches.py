@@ -30,8 +30,8 @@ def make_patches(preprocessed_dir, out_dir, *, patch_size_px: int, min_particle_
 
     Writes ``<split>_images.npy`` (float32 (n, size, size)), ``<split>_masks.npy`` (uint8), ``index.csv`` (one row
     per patch: split, index in its split's arrays, source image, group, row/col in px, particle fraction) and
-    ``summary.json``; ``folds``/``fold`` give k-fold cross-validation over micrographs instead of ``fractions``.
-    Returns the summary."""
+    ``summary.json``; ``folds``/``fold`` give k-fold cross-validation over micrographs instead of ``fractions``
+    (:func:`rfseg.blocks.patches.kfold_groups`; the summary records both). Returns the summary."""
     fractions = check_fractions(fractions)
     if patch_size_px < 1:
         raise UserError(f"patch size (--size; config: patches.size) must be positive, got {patch_size_px}")
@@ -78,6 +78,6 @@ def make_patches(preprocessed_dir, out_dir, *, patch_size_px: int, min_particle_
              for split in artifacts.SPLITS}
     summary = {"dataset": dataset, "patch_size_px": patch_size_px, "preprocess": recipe or None,
                "pixel_size_nm": px, "min_particle_px": min_particle_px, "n_images": int(len(manifest)),
-               "particle_sizes": sizes}
+               "folds": folds or None, "fold": fold if folds else None, "particle_sizes": sizes}
     index = index[["split", "index_in_split", "source_image", "group", "row_px", "col_px", "particle_fraction"]]
     return artifacts.write_patch_folder(out_dir, split_arrays, summary, index, reads=[preprocessed_dir])

@@ -36,25 +36,55 @@ def _gain(row) -> str:
     return f"{row['diff_mean']:+.3f} [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]"
 
 
+#: the interval half-width (dice) a comparison should reach; the estimate of the micrographs needed aims at it
+TARGET_HALF_WIDTH = 0.03
+
+
+def micrographs_needed(n_micrographs: int, half_width: float, target: float = TARGET_HALF_WIDTH) -> int:
+    """Test micrographs that would bring an interval of ``half_width`` over ``n_micrographs`` under ``target``,
+    assuming the half-width shrinks as 1/sqrt(micrographs) (the micrograph-to-micrograph spread dominating, as in
+    the measured series)."""
+    return max(n_micrographs, math.ceil(n_micrographs * (half_width / target) ** 2))
+
+
 def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
     """The measured choice on ``dataset`` from its paired differences (:func:`~rfseg.blocks.stats.
-    cheapest_within_interval`), with the evidence in the reason."""
+    cheapest_within_interval`), with the evidence in the reason. Architectures with a flagged run (no particle or
+    every pixel predicted, or a loss that never fell) are left out; a flagged reference, or nothing left, is
+    refused. When no gain clears its interval the answer says it cannot tell, with how many test micrographs would
+    (:func:`micrographs_needed`)."""
     nets = paired[(paired["dataset"] == dataset) & (paired["method"] == "unet")]
     if nets.empty:
         raise UserError(f"no paired differences for dataset {dataset!r}: run its sweep and 'rfseg paired' first")
+    if "n_flagged" in nets:
+        flagged = nets[nets["n_flagged"] > 0]
+        ref = nets["reference"].iloc[0]
+        if len(flagged) == len(nets) or ref in set(flagged["arch"]):
+            raise UserError(f"{dataset}: cannot recommend: runs of {', '.join(flagged['arch'])} are flagged (they "
+                            f"predict no particle or every pixel, or their loss never fell; the status column of "
+                            f"summary.csv says which)", fix="train longer (training.epochs) or check the masks, "
+                                                           "then rerun the sweep")
+        nets = nets[nets["n_flagged"] == 0]
     c = cheapest_within_interval(nets)
     pick, best = c["pick"], c["best"]
     ref = best["reference"]
-    span = (f"{int(best['n_micrographs'])} test micrographs x {int(best['n_seeds'])} seeds; hard dice minus {ref}'s, "
-            f"95 % bootstrap interval")
+    n, seeds = int(best["n_micrographs"]), int(best["n_seeds"])
+    span = f"{n} test micrographs x {seeds} seeds; hard dice minus {ref}'s, 95 % bootstrap interval"
     if not c["resolved"]:
-        why = (f"no RF is measurably better than the smallest: the best, {best['arch']}, gains {_gain(best)} ({span}), "
-               f"an interval that includes 0; so the cheapest RF, {pick['arch']}")
+        half = float(best["ci_half_width"])
+        need = micrographs_needed(n, half)
+        why = (f"cannot tell with {n} test micrographs x {seeds} seeds: the best, {best['arch']}, gains "
+               f"{_gain(best)} ({span}), an interval that includes 0; about {need} test micrographs would bring its "
+               f"half-width ({half:.3f}) under {TARGET_HALF_WIDTH} (assuming it shrinks as 1/sqrt(micrographs)); "
+               f"until then the cheapest RF, {pick['arch']}, costs least")
     else:
         why = (f"{best['arch']} gains {_gain(best)} over {ref} ({span}); {pick['arch']} is the smallest RF whose mean "
                f"gain ({pick['diff_mean']:+.3f}) reaches that interval's lower bound")
-    return {"dataset": dataset, "basis": "measured (paired differences)", "arch": pick["arch"],
+    return {"dataset": dataset, "basis": "measured (paired differences)" if c["resolved"] else
+            f"cannot tell with {n} test micrographs x {seeds} seeds", "arch": pick["arch"],
             "rf_px": int(pick["rf_px"]), "rf_nm": _nm(pick), "resolved": c["resolved"], "best_arch": best["arch"],
+            "test_micrographs": n, "seeds": seeds,
+            "micrographs_needed": None if c["resolved"] else micrographs_needed(n, float(best["ci_half_width"])),
             "best_gain": float(best["diff_mean"]), "best_gain_ci": [float(best["diff_ci_low"]),
                                                                      float(best["diff_ci_high"])],
             "reason": why}

@@ -26,10 +26,11 @@ def _tiny(edit):
 
 
 def test_kfold_from_the_config_splits_whole_micrographs(cli, tmp_path):
-    """split: {folds: 3, fold: 1} in the config becomes the patches command's flags, and fold 1's micrographs are
-    exactly the test split (fold 2 the validation split), every micrograph in one split only."""
-    plan = _tiny(lambda c: c["datasets"]["tiny"].update(split={"folds": 3, "fold": 1}))
-    flags = plan.split_flags("tiny")
+    """split: {folds: 3} in the config makes one patch folder per fold; fold 1's micrographs are exactly its test
+    split, every micrograph in one split only."""
+    plan = _tiny(lambda c: c["datasets"]["tiny"].update(split={"folds": 3}))
+    assert plan.parts("tiny") == ["tiny/fold0", "tiny/fold1", "tiny/fold2"]
+    flags = plan.split_flags("tiny/fold1")
     assert flags == "--folds 3 --fold 1"
     cli("simulate", "lowres", "--n-images", 6, "--seed", 3, "--size", 256, "--out", tmp_path / "sim", check_rc=0)
     cli("preprocess", "--manifest", tmp_path / "sim/manifest.csv", "--out", tmp_path / "pre", check_rc=0)
@@ -40,10 +41,12 @@ def test_kfold_from_the_config_splits_whole_micrographs(cli, tmp_path):
     assert len(groups) == 6
     expected = kfold_groups(groups, 3, 1)
     assert [g for g in groups if expected[g] == "test"] == [groups[1], groups[4]]
+    assert [g for g in groups if expected[g] == "val"] == [groups[2]]  # one of the other four, from the next fold
     for group, split in index.groupby(index["group"].astype(str))["split"]:
         assert set(split) == {expected[group]}, group
-    with pytest.raises(UserError, match="split.fold must be below"):
-        _tiny(lambda c: c["datasets"]["tiny"].update(split={"folds": 3, "fold": 3}))
+    with pytest.raises(UserError, match="7 folds need at least 7"):
+        _tiny(lambda c: c["datasets"]["tiny"].update(split={"folds": 7}) or c["datasets"]["tiny"]["simulate"].update(
+            n_images=6))
 
 
 def test_all8_shows_every_patch_in_all_eight_forms_each_epoch_on_a_cpu(tmp_path, monkeypatch):

@@ -31,7 +31,8 @@ def _rename(cfg, new):
     ("plus in name", lambda c: _rename(c, "a+b"), "name 'a+b' is used in file names"),
     ("fractions", lambda c: c["datasets"]["tiny"].update(split={"fractions": [0.7, 0.2, 0.2]}),
      "split.fractions [0.7, 0.2, 0.2] must sum to 1"),
-    ("fold", lambda c: c["datasets"]["tiny"].update(split={"folds": 3, "fold": 3}), "split.fold must be below"),
+    ("folds leave no training", lambda c: c["datasets"]["tiny"].update(split={"folds": 2}) or c["datasets"]["tiny"][
+        "simulate"].update(n_images=3), "3 micrograph(s) in 2 folds (split.folds) leave fewer than two"),
     ("material", lambda c: c["datasets"]["tiny"]["fourier"].update(material="Unobtainium"),
      "datasets.tiny.fourier.material (--material) 'Unobtainium' is not in the table"),
     ("masks without stem", lambda c: c["datasets"].update(real={

@@ -27,6 +27,46 @@ AFTER_FOURIER = {"fourier": 1, "fn_overlap": 1, "figure_false_negatives": 1}
 NEW_MODELS = {"fn_overlap": 1, "figure_false_negatives": 1, "figure_curves": 1, "paired": 1}
 
 
+def test_too_few_test_micrographs_are_warned_in_the_dry_run(tmp_path):
+    wd = scratch_copy(tmp_path)
+    _, out = _dry(wd)
+    assert "warning: dataset tiny tests on 1 micrograph(s), fewer than the 8" in out
+
+
+@pytest.mark.slow
+def test_cross_validation_runs_every_fold_and_pools_them(tmp_path):
+    """split: {folds: 2} on the tiny set: each micrograph tested once per seed by its own fold's networks, the
+    summary pooled over folds, and a change to one fold's patches reruns that fold's jobs only."""
+    import os
+
+    import pandas as pd
+
+    wd = scratch_copy(tmp_path)
+    (wd / "config.yaml").write_text(_variant(wd, "cv", lambda c: c["datasets"]["tiny"].update(
+        split={"folds": 2}, architectures=["n2_p22", "n2_p24"])).read_text())
+    proc = snakemake(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per = pd.read_csv(wd / "results/tiny/per_micrograph.csv")
+    nets = per[per["method"] == "unet"]
+    assert nets.groupby(["arch", "seed"])["micrograph"].apply(lambda m: m.is_unique and len(m) == 4).all()
+    for fold in (0, 1):
+        index = pd.read_csv(wd / f"results/tiny/fold{fold}/patches/index.csv")
+        trained = set(index.loc[index["split"] != "test", "source_image"])
+        assert not trained & set(nets.loc[nets["fold"] == fold, "micrograph"])  # never trained on where tested
+    metrics = pd.read_csv(wd / "results/metrics.csv")
+    assert sorted(metrics.loc[metrics["method"] == "unet", "fold"].unique()) == [0, 1]
+    summary = pd.read_csv(wd / "results/summary.csv").set_index("arch")
+    assert summary.loc["n2_p22", "n_folds"] == 2 and summary.loc["n2_p22", "n_seeds"] == 1
+    assert "status" in summary and "n_flagged" in summary
+    stamp = wd / "results/tiny/fold1/patches"
+    later = stamp.stat().st_mtime + 60
+    for p in [stamp, *stamp.rglob("*")]:
+        os.utime(p, (later, later))
+    counts, _ = _dry(wd)
+    assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["evaluate_published"] == 1
+    assert counts["fourier"] == 1 and counts["fn_overlap"] == 1 and "patches" not in counts
+
+
 @pytest.mark.slow
 def test_outputs_and_nothing_left_to_do(done_workflow):
     wd = done_workflow
@@ -136,14 +176,19 @@ def test_real_dataset_config_preprocesses_and_splits_without_leakage(tmp_path):
     import pandas as pd
 
     wd = scratch_copy(tmp_path, config="configs/real-tem-seg.yaml")
-    proc = snakemake(wd, "results/real-tem-seg/real/patches")
+    folds = [f"results/real-tem-seg/real/fold{k}/patches" for k in range(4)]
+    proc = snakemake(wd, *folds)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    idx = pd.read_csv(wd / "results/real-tem-seg/real/patches/index.csv")
-    assert idx.source_image.nunique() == 8
-    assert idx.groupby("source_image")["split"].nunique().max() == 1  # no micrograph in two splits
-    assert set(idx.split) == {"train", "val", "test"}
+    tested = []
+    for folder in folds:
+        idx = pd.read_csv(wd / folder / "index.csv")
+        assert idx.source_image.nunique() == 8
+        assert idx.groupby("source_image")["split"].nunique().max() == 1  # no micrograph in two splits
+        assert set(idx.split) == {"train", "val", "test"}
+        tested += list(idx.loc[idx.split == "test", "source_image"].unique())
+    assert len(tested) == len(set(tested)) == 8  # each tested in exactly one fold
     counts, _ = _dry(wd)
-    assert counts["train"] == 6 and "fourier" not in counts
+    assert counts["train"] == 4 * 3 * 3 and counts["patches"] == 4 and "fourier" not in counts
 
 
 def test_lint_and_format_clean():

@@ -47,7 +47,7 @@ rule aggregate:
 
 rule paired:
     input:
-        patches=L.patches(DS),
+        patches=lambda wc: [L.patches(p) for p in PLAN.parts(wc.dataset)],
         evals=all_eval_files,
     output:
         paired=report(
@@ -76,11 +76,11 @@ rule erf:
     input:
         model=MODEL["weights"],
         meta=MODEL["meta"],
-        patches=L.patches(DS),
+        patches=L.patches(PART),
     output:
-        L.erf(DS, ARCH, SEED),
+        L.erf(PART, ARCH, SEED),
     log:
-        L.log("erf", DS, f"{ARCH}_seed{SEED}"),
+        L.log("erf", PART, f"{ARCH}_seed{SEED}"),
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -97,7 +97,7 @@ rule erf:
 rule fingerprint:
     input:
         pre=L.preprocessed(DS),
-        patches=L.patches(DS),
+        patches=lambda wc: L.patches(PLAN.first_part(wc.dataset)),
     output:
         report(
             L.fingerprint(DS),
@@ -122,7 +122,7 @@ rule fingerprint:
 
 rule dataset_table:
     input:
-        [L.patches(ds) for ds in DATASETS],
+        [L.patches(PLAN.first_part(ds)) for ds in DATASETS],
     output:
         report(
             L.dataset_table(),

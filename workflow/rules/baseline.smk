@@ -3,13 +3,13 @@
 
 rule fourier:
     input:
-        L.patches(DS),
+        L.patches(PART),
     output:
-        directory(L.fourier(DS)),
+        directory(L.fourier(PART)),
     log:
-        L.log("fourier", DS),
+        L.log("fourier", PART),
     benchmark:
-        L.benchmark("fourier", DS)
+        L.benchmark("fourier", PART)
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -17,21 +17,22 @@ rule fourier:
         mem_mb=2000,
         runtime=10,
     params:
-        options=lambda wc: PLAN.fourier_flags(wc.dataset),
+        options=lambda wc: PLAN.fourier_flags(dataset(wc)),
+        dataset=dataset,
         code=CODE["fourier"],
     shell:
-        "rfseg fourier --patches {input:q} --dataset {wildcards.dataset} {params.options}"
+        "rfseg fourier --patches {input:q} --dataset {params.dataset} {params.options}"
         " --out {output:q} > {log:q} 2>&1"
 
 
 rule fn_overlap:
     input:
-        fourier=L.fourier(DS),
-        networks=lambda wc: eval_metrics(wc.dataset),
+        fourier=L.fourier(PART),
+        networks=lambda wc: eval_metrics(wc.part),
     output:
-        L.fn_overlap(DS),
+        L.fn_overlap(PART),
     log:
-        L.log("fn_overlap", DS),
+        L.log("fn_overlap", PART),
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -39,7 +40,7 @@ rule fn_overlap:
         mem_mb=2000,
         runtime=10,
     params:
-        networks=lambda wc: PLAN.eval_dirs(wc.dataset),
+        networks=lambda wc: PLAN.part_eval_dirs(wc.part),
         code=CODE["fn-overlap"],
     shell:
         "rfseg fn-overlap --fourier {input.fourier:q} --networks {params.networks:q} --out {output:q}"

@@ -1,5 +1,6 @@
 # Glue between the config and the rules: the plan (rfseg.plan, tested Python), the results layout, code fingerprints.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ except UserError as e:
     raise WorkflowError(str(e))
 L = PLAN.layout
 DATASETS = PLAN.datasets
+for line in PLAN.warnings():  # before any job, so `snakemake -n` shows them too
+    print(line, file=sys.stderr)
 
 # A job's code fingerprint: the hash of the rfseg modules its command imports (rfseg.provenance); editing any of them
 # reruns exactly the jobs that run it.
@@ -45,27 +48,30 @@ CODE = {
     ]
 }
 
-# Wildcard placeholders for the layout's paths.
-DS, ARCH, SEED = "{dataset}", "{arch}", "{seed}"
-MODEL = bundle_files(L.model(DS, ARCH, SEED))
-EVAL = eval_files(L.eval(DS, ARCH, SEED))
+# Wildcard placeholders for the layout's paths. A part is a dataset, or one fold of a cross-validated dataset
+# (<dataset>/fold<k>): patches, models, evaluations and the Fourier baseline are made per part.
+DS, PART, ARCH, SEED = "{dataset}", "{part}", "{arch}", "{seed}"
+MODEL = bundle_files(L.model(PART, ARCH, SEED))
+EVAL = eval_files(L.eval(PART, ARCH, SEED))
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "NONE",
+    part="|".join(re.escape(p) for p in PLAN.all_parts()) or "NONE",
     arch=r"n\d_p[248]+(_d\d+)?(_avg)?",
     seed=r"\d+",
     name=r"[A-Za-z0-9_.-]+",
     member=r"[A-Za-z0-9_.-]+",
 
 
-def model_files(ds, kind):
-    """One file of every model bundle of a dataset (kind: weights, meta, history)."""
-    return [str(bundle_files(d)[kind]) for d in PLAN.model_dirs(ds)]
+def model_files(dirs, kind):
+    """One file of each model bundle in ``dirs`` (kind: weights, meta, history)."""
+    return [str(bundle_files(d)[kind]) for d in dirs]
 
 
-def eval_metrics(ds):
-    return [str(eval_files(d)["metrics"]) for d in PLAN.eval_dirs(ds)]
+def eval_metrics(part):
+    """The metrics file of every trained network's evaluation in one part."""
+    return [str(eval_files(d)["metrics"]) for d in PLAN.part_eval_dirs(part)]
 
 
 def figure(name, category):
@@ -88,8 +94,13 @@ def example_eval_files(wc):
 
 
 def all_evals(ds):
-    """Evaluation folders of a dataset: every trained network and seed, then every published network."""
+    """Evaluation folders of a dataset: every trained network, seed and fold, then every published network."""
     return PLAN.eval_dirs(ds) + PLAN.published_eval_dirs(ds)
+
+
+def dataset(wc):
+    """The dataset of a rule's part wildcard."""
+    return PLAN.dataset_of(wc.part)
 
 
 def all_eval_files(wc):

@@ -49,13 +49,13 @@ rule preprocess:
 
 rule patches:
     input:
-        L.preprocessed(DS),
+        lambda wc: L.preprocessed(dataset(wc)),
     output:
-        directory(L.patches(DS)),
+        directory(L.patches(PART)),
     log:
-        L.log("patches", DS),
+        L.log("patches", PART),
     benchmark:
-        L.benchmark("patches", DS)
+        L.benchmark("patches", PART)
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -63,10 +63,11 @@ rule patches:
         mem_mb=4000,
         runtime=30,
     params:
-        size=lambda wc: DATASETS[wc.dataset]["patches"]["size"],
-        min_particle_px=lambda wc: DATASETS[wc.dataset]["patches"]["min_particle_px"],
-        split=lambda wc: PLAN.split_flags(wc.dataset),
+        size=lambda wc: DATASETS[dataset(wc)]["patches"]["size"],
+        min_particle_px=lambda wc: DATASETS[dataset(wc)]["patches"]["min_particle_px"],
+        split=lambda wc: PLAN.split_flags(wc.part),
+        dataset=dataset,
         code=CODE["patches"],
     shell:
         "rfseg patches --preprocessed {input:q} --size {params.size} --min-particle-px {params.min_particle_px}"
-        " {params.split} --dataset {wildcards.dataset} --out {output:q} > {log:q} 2>&1"
+        " {params.split} --dataset {params.dataset} --out {output:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule figure_sizes:
     input:
         metrics=L.metrics(),
         particles=lambda wc: [
-            str(eval_files(d)["particles"]) for d in PLAN.eval_dirs(wc.dataset)
+            str(eval_files(d)["particles"]) for d in PLAN.eval_dirs(wc.dataset)  # every fold
         ],
     output:
         png=figure("dice_by_size", "Dice vs receptive field"),
@@ -55,12 +55,12 @@ rule figure_dilation:
 
 rule figure_edges:
     input:
-        patches=L.patches(DS),
+        patches=lambda wc: L.patches(PLAN.first_part(wc.dataset)),
         evals=lambda wc: [
             str(v)
             for a in PLAN.edge_pair(wc.dataset)
             for k, v in eval_files(
-                L.eval(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+                L.eval(PLAN.first_part(wc.dataset), a, PLAN.seeds(wc.dataset)[0])
             ).items()
             if k in ("metrics", "probabilities")
         ],
@@ -73,7 +73,7 @@ rule figure_edges:
         "../envs/rfseg.yaml"
     params:
         evals=lambda wc: [
-            L.eval(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+            L.eval(PLAN.first_part(wc.dataset), a, PLAN.seeds(wc.dataset)[0])
             for a in PLAN.edge_pair(wc.dataset)
         ],
         code=CODE["figure"],
@@ -84,7 +84,7 @@ rule figure_edges:
 
 rule figure_examples:
     input:
-        patches=L.patches(DS),
+        patches=lambda wc: L.patches(PLAN.first_part(wc.dataset)),
         evals=example_eval_files,
     output:
         png=figure("examples", "Example segmentations"),
@@ -103,9 +103,9 @@ rule figure_examples:
 
 rule figure_false_negatives:
     input:
-        patches=L.patches(DS),
-        fourier=L.fourier(DS),
-        overlap=L.fn_overlap(DS),
+        patches=lambda wc: L.patches(PLAN.first_part(wc.dataset)),
+        fourier=lambda wc: L.fourier(PLAN.first_part(wc.dataset)),
+        overlap=lambda wc: L.fn_overlap(PLAN.first_part(wc.dataset)),
         evals=example_eval_files,
     output:
         maps=figure("false_negatives", "False negatives vs Fourier filtering"),
@@ -128,8 +128,8 @@ rule figure_false_negatives:
 
 rule figure_curves:
     input:
-        history=lambda wc: model_files(wc.dataset, "history"),
-        meta=lambda wc: model_files(wc.dataset, "meta"),
+        history=lambda wc: model_files(PLAN.first_models(wc.dataset, all_seeds=True), "history"),
+        meta=lambda wc: model_files(PLAN.first_models(wc.dataset, all_seeds=True), "meta"),
     output:
         png=figure("training_curves", "Training curves"),
         svg=L.figure(DS, "training_curves", "svg"),
@@ -138,7 +138,7 @@ rule figure_curves:
     conda:
         "../envs/rfseg.yaml"
     params:
-        models=lambda wc: PLAN.model_dirs(wc.dataset),
+        models=lambda wc: PLAN.first_models(wc.dataset, all_seeds=True),
         code=CODE["figure"],
     shell:
         "rfseg figure curves --dataset {wildcards.dataset} --models {params.models:q} --out {output.png:q}"
@@ -148,15 +148,10 @@ rule figure_curves:
 rule figure_erf:
     input:
         erfs=lambda wc: [
-            L.erf(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
+            L.erf(PLAN.first_part(wc.dataset), a, PLAN.seeds(wc.dataset)[0])
             for a in PLAN.architectures(wc.dataset)
         ],
-        meta=lambda wc: [
-            str(
-                bundle_files(L.model(wc.dataset, a, PLAN.seeds(wc.dataset)[0]))["meta"]
-            )
-            for a in PLAN.architectures(wc.dataset)
-        ],
+        meta=lambda wc: model_files(PLAN.first_models(wc.dataset), "meta"),
     output:
         png=figure("effective_rf", "Effective receptive field"),
         svg=L.figure(DS, "effective_rf", "svg"),
@@ -165,10 +160,7 @@ rule figure_erf:
     conda:
         "../envs/rfseg.yaml"
     params:
-        models=lambda wc: [
-            L.model(wc.dataset, a, PLAN.seeds(wc.dataset)[0])
-            for a in PLAN.architectures(wc.dataset)
-        ],
+        models=lambda wc: PLAN.first_models(wc.dataset),
         code=CODE["figure"],
     shell:
         "rfseg figure erf --dataset {wildcards.dataset} --erfs {input.erfs:q} --models {params.models:q}"
