@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: setup run test test-fast report readme-figure pretrained series-evidence clean
+.PHONY: setup run test test-fast report readme-figure pretrained series-evidence docs clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ series-evidence: $(STAMP)
 	pd.concat([pd.read_csv(f) for f in sorted(glob.glob(sys.argv[1] + '/*/paired.csv'))]).to_csv(sys.argv[2] + '/paired.csv', index=False); \
 	pd.concat([pd.read_csv(f) for f in sorted(glob.glob(sys.argv[1] + '/*/fingerprint.csv'))]).to_csv(sys.argv[2] + '/fingerprints.csv', index=False)" \
 	$(SERIES) resources/series
+
+# The docs site (results/site): the generated reference pages and tables are rewritten first, then MkDocs builds
+# with --strict, so a broken link or a missing page fails.
+docs: $(STAMP)
+	$(BIN)/python docs/generate.py
+	$(BIN)/mkdocs build --strict
 
 # Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another).
 TEST_WORKERS ?= auto

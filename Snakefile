@@ -43,7 +43,11 @@ include: "workflow/rules/predict.smk"
 
 
 onsuccess:
-    for line in PLAN.flagged_lines():  # runs not to compare: they predict nothing or everything, or never learned
+    for (
+        line
+    ) in (
+        PLAN.flagged_lines()
+    ):  # runs not to compare: they predict nothing or everything, or never learned
         print(line, file=sys.stderr)
 
 

@@ -117,19 +117,22 @@ def _check_meta(meta: dict, where: Path) -> None:
     for key in ("arch", "name"):
         if key not in meta:
             raise UserError(f"{where}: the model description lacks {key!r}: is it an rfseg model.json?")
-    if not isinstance(meta["arch"], dict):
-        bad("arch", "an object with blocks, pools, dilations and mode")
-    try:
-        ArchSpec.from_dict(meta["arch"])
-    except UserError as e:
-        raise UserError(f"{where}: arch: {e}") from None
-    except (TypeError, ValueError, KeyError):
-        bad("arch", "an object with blocks, pools, dilations and mode")
+    def parses(key, parse, what):
+        if not isinstance(meta[key], dict):
+            bad(key, what)
+        try:
+            parse(meta[key])
+        except UserError as e:
+            raise UserError(f"{where}: {key}: {e}") from None
+        except (TypeError, ValueError, KeyError):
+            bad(key, what)
+
+    parses("arch", ArchSpec.from_dict, "an object with blocks, pools, dilations and mode")
     if "pixel_size_nm" not in meta:
         bad("pixel_size_nm", "the training data's pixel size in nm/px (null if uncalibrated)")
-    px = meta["pixel_size_nm"]
-    if px is not None and (isinstance(px, bool) or not isinstance(px, (int, float)) or not 1e-4 <= px <= 1e4):
-        bad("pixel_size_nm", "a pixel size between 1e-4 and 1e4 nm/px, or null")
+    px, (lo, hi) = meta["pixel_size_nm"], io.PIXEL_SIZE_RANGE_NM
+    if px is not None and (isinstance(px, bool) or not isinstance(px, (int, float)) or not lo <= px <= hi):
+        bad("pixel_size_nm", f"a pixel size between {lo:g} and {hi:g} nm/px, or null")
     for key in ("patch_size_px", "rf_px", "params"):
         v = meta.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -137,14 +140,7 @@ def _check_meta(meta: dict, where: Path) -> None:
     if isinstance(meta.get("seed"), bool) or not isinstance(meta.get("seed"), int):
         bad("seed", "an integer")
     if meta.get("preprocess") is not None:
-        if not isinstance(meta["preprocess"], dict):
-            bad("preprocess", "an object (the preprocessing recipe) or null")
-        try:
-            Recipe.from_dict(meta["preprocess"])
-        except UserError as e:
-            raise UserError(f"{where}: preprocess: {e}") from None
-        except (TypeError, ValueError):
-            bad("preprocess", "the preprocessing recipe rfseg records")
+        parses("preprocess", Recipe.from_dict, "an object (the preprocessing recipe rfseg records) or null")
 
 
 def read_bundle_meta(folder) -> dict:

@@ -42,7 +42,11 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
         rec = manifest.loc[source]
         own = rec.get("source_pixel_size_nm")
         img = io.read_image(source, None if io.is_missing(own) else float(own))
-        prob, _, _ = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=source)
+        try:
+            prob, _, _ = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=source)
+        except UserError as e:  # the fix predict gives names its options; here the dataset's config is the lever
+            raise UserError(f"{model_dir} on {e.problem}", fix="check the dataset's pixel size (config: "
+                            "pixel_size_nm) or leave this network out of its published list") from None
         shape = (int(rec["rows"]), int(rec["cols"]))
         if prob.shape != shape:  # the dataset resampled its micrographs: the patches are on that grid
             from skimage.transform import resize

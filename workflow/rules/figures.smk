@@ -21,7 +21,8 @@ rule figure_sizes:
     input:
         metrics=L.metrics(),
         particles=lambda wc: [
-            str(eval_files(d)["particles"]) for d in PLAN.eval_dirs(wc.dataset)  # every fold
+            str(eval_files(d)["particles"])
+            for d in PLAN.eval_dirs(wc.dataset)  # every fold
         ],
     output:
         png=figure("dice_by_size", "Dice vs receptive field"),
@@ -128,8 +129,12 @@ rule figure_false_negatives:
 
 rule figure_curves:
     input:
-        history=lambda wc: model_files(PLAN.first_models(wc.dataset, all_seeds=True), "history"),
-        meta=lambda wc: model_files(PLAN.first_models(wc.dataset, all_seeds=True), "meta"),
+        history=lambda wc: model_files(
+            PLAN.first_models(wc.dataset, all_seeds=True), "history"
+        ),
+        meta=lambda wc: model_files(
+            PLAN.first_models(wc.dataset, all_seeds=True), "meta"
+        ),
     output:
         png=figure("training_curves", "Training curves"),
         svg=L.figure(DS, "training_curves", "svg"),

@@ -76,7 +76,9 @@ rule evaluate_published:
     output:
         **{
             k: str(v)
-            for k, v in eval_files(L.eval_published(PART, "{name}", "{member}")).items()
+            for k, v in eval_files(
+                L.eval_published(PART, "{name}", "{member}")
+            ).items()
         },
     log:
         L.log("evaluate_published", PART, "{name}_{member}"),

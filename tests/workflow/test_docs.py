@@ -1,0 +1,80 @@
+"""The documentation: generated pages up to date, the site builds with --strict, the version and the citation."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support import ROOT
+
+
+def test_generated_pages_are_up_to_date():
+    """The command and config references and every table rendered from a stored file equal what docs/generate.py
+    writes now: edit the parser, the schema or the CSV and this fails until the pages are regenerated."""
+    proc = subprocess.run([sys.executable, "docs/generate.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_site_builds_strictly(tmp_path):
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    proc = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr, proc.stderr[-3000:]
+    assert (tmp_path / "site/reference/cli/index.html").is_file()
+
+
+def test_version_comes_from_the_package_metadata(cli):
+    from importlib.metadata import version
+
+    out = cli("--version", check_rc=0).stdout.strip()
+    assert out == f"rfseg {version('rfseg')}" and version("rfseg") == yaml.safe_load(
+        (ROOT / "CITATION.cff").read_text())["version"]
+
+
+def test_citation_file_validates_against_the_cff_schema():
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests/data/citation-file-format-1.2.0.schema.json").read_text())
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    cff["date-released"] = str(cff["date-released"])  # YAML reads it as a date, the schema wants its text
+    jsonschema.validators.validator_for(schema)(schema).validate(cff)
+    assert cff["preferred-citation"]["doi"] == "10.1017/S1431927622012466"
+
+
+# --------------------------------------------------------------------------------------------------- docs that run
+FENCE = re.compile(r"(?:<!-- test: skip: (?P<reason>[^>]*?) -->\n)?```(?P<lang>bash|python)\n(?P<code>.*?)```", re.S)
+RUNNABLE = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs/tutorials").glob("*.md"))]
+
+
+def command_blocks(path):
+    """(language, code, skip reason or None) of every bash and python block of a Markdown file, in order."""
+    return [(m["lang"], m["code"], m["reason"]) for m in FENCE.finditer((ROOT / path).read_text())]
+
+
+def test_every_skipped_block_says_why():
+    for path in RUNNABLE:
+        blocks = command_blocks(path)
+        assert blocks, path
+        for lang, code, reason in blocks:
+            assert reason is None or len(reason.split()) >= 4, (path, code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RUNNABLE)
+def test_the_command_blocks_run(tmp_path, path):
+    """Every bash and python block of the README and the tutorials, run in order in a fresh copy of the repository
+    (a block may use what an earlier one made); a block that cannot run here is marked with its reason."""
+    from support import env_for, scratch_copy
+
+    wd = scratch_copy(tmp_path / "repo")
+    env = env_for(wd)
+    for lang, code, reason in command_blocks(path):
+        if reason:
+            continue
+        cmd = ["bash", "-e", "-o", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{path}: this block failed:\n{code}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
