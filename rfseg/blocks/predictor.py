@@ -31,11 +31,13 @@ COMPILE = ("auto", "on", "off")
 COMPILE_AFTER_MPX = 250.0
 
 
+#: what a user of predict can do about a pixel size the models cannot take
+PIXEL_SIZE_FIX = ("check the micrograph's pixel size (--pixel-size overrides the file's) and that the models suit it "
+                  "(rfseg models lists the shipped models' pixel sizes)")
 #: the fix a user of predict has for each preprocessing problem (the recipe is the models' own, not the user's)
 _PREDICT_FIXES = {
     "flat_field": "the models were trained on raw intensities, so give the raw micrograph as the microscope wrote it",
-    "pixel_size": "check the micrograph's pixel size (--pixel-size overrides the file's) and that the models suit "
-                  "it (rfseg models lists the shipped models' pixel sizes)",
+    "pixel_size": PIXEL_SIZE_FIX,
     "constant": "it carries no information to segment",
 }
 

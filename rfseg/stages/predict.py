@@ -18,13 +18,14 @@ import pandas as pd
 from rfseg.blocks import bundle, io
 from rfseg.blocks.inference import AUTO_TILE, DEFAULT_OVERLAP
 from rfseg.blocks.particles import drop_labels, particle_filter, particle_table
-from rfseg.blocks.predictor import MISMATCH, Predictor
+from rfseg.blocks.predictor import MISMATCH, PIXEL_SIZE_FIX, Predictor
 from rfseg.blocks.runtime import set_threads
 from rfseg.errors import UserError, check_choice
 
 
 def select_best(summary_csv, dataset: str, model_dirs) -> list[Path]:
-    """The bundles among ``model_dirs`` of the architecture with the highest mean hard dice on ``dataset``."""
+    """The bundles among ``model_dirs`` of the architecture with the highest mean hard dice on ``dataset``, among
+    those with no flagged run when there are any."""
     if not Path(summary_csv).is_file():
         raise UserError(f"{summary_csv}: summary not found (--select-best): run the sweep first")
     s = pd.read_csv(summary_csv)
@@ -32,6 +33,8 @@ def select_best(summary_csv, dataset: str, model_dirs) -> list[Path]:
     if s.empty:
         raise UserError(f"{summary_csv}: no network results for dataset {dataset!r}: check --dataset "
                         f"(config: predict.dataset)")
+    if "n_flagged" in s and (s["n_flagged"] == 0).any():  # never the best of runs that learned nothing
+        s = s[s["n_flagged"] == 0]
     best = s.sort_values("hard_dice_mean", ascending=False)["arch"].iloc[0]
     chosen = [Path(d) for d in model_dirs if bundle.read_bundle_meta(d)["name"] == best]
     if not chosen:
@@ -72,19 +75,27 @@ def _read(path: Path, pixel_size_nm: float | None):
 
 
 def _check_micrograph(predictor: Predictor, path: Path, pixel_size_nm, on_pixel_mismatch, tolerance) -> str | None:
-    """Why ``path`` cannot be segmented (one line), or None: read, pixel size, resampling, not constant."""
-    try:
-        img, _, _ = _read(path, pixel_size_nm)
-        predictor.target_pixel_size(img.pixel_size_yx_nm, path, on_pixel_mismatch, tolerance)
-        if predictor.pixel_size_nm is not None and img.pixel_size_yx_nm is not None:
-            from rfseg.blocks.preprocess import MAX_DOWNSAMPLING, MAX_UPSAMPLING
+    """Why ``path`` cannot be segmented (one line), or None, from its header alone (reading every micrograph twice
+    would cost a large job a third of its time): readable, 2-D, a pixel size the models can be resampled to. What
+    only the pixels show (a constant image) is found when the micrograph is segmented."""
+    from rfseg.blocks.preprocess import MAX_DOWNSAMPLING, MAX_UPSAMPLING
 
-            factor = max(img.pixel_size_yx_nm) / predictor.pixel_size_nm
+    try:
+        io._checked_path(path, io.IMAGE_SUFFIXES, "image")
+        shape, own = io.read_header(path)
+        if len(shape) != 2 or min(shape) < io.MIN_SIDE_PX:
+            raise UserError(f"{path}: holds an array of shape {tuple(shape)}, not a 2-D micrograph of at least "
+                            f"{io.MIN_SIDE_PX} px a side", fix="export a single frame")
+        px = (float(pixel_size_nm),) * 2 if pixel_size_nm is not None else own
+        for v in px or ():
+            io.check_pixel_size(v, path, "the pixel size given" if pixel_size_nm is not None else
+                                "the file's pixel size")
+        if predictor.target_pixel_size(px, path, on_pixel_mismatch, tolerance) is not None:
+            factor = max(px) / predictor.pixel_size_nm
             if factor > MAX_UPSAMPLING or 1 / factor > MAX_DOWNSAMPLING:
-                predictor.prepare(img.data, img.pixel_size_yx_nm, where=path, on_pixel_mismatch=on_pixel_mismatch,
-                                  tolerance=tolerance)
-        if not float(img.data.max()) > float(img.data.min()):
-            raise UserError(f"{path}: the image is constant", fix="it carries no information to segment")
+                raise UserError(f"{path}: {max(px):g} nm/px is a factor {factor:.3g} from the models' "
+                                f"{predictor.pixel_size_nm:g} nm/px, beyond the {MAX_UPSAMPLING:g}x up / "
+                                f"{MAX_DOWNSAMPLING:g}x down that rfseg resamples", fix=PIXEL_SIZE_FIX)
     except UserError as e:
         return str(e)
     return None
@@ -102,9 +113,9 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     Writes, per micrograph, ``<stem>_prob.tif`` (float32), ``<stem>_mask.tif`` (uint8), ``<stem>_uncertainty.tif``
     (ensembles) and ``<stem>_particles.csv``, plus ``summary.csv``, into ``out_dir``; returns the summary.
 
-    Every micrograph is checked before any is segmented (read, pixel size, resampling): one that cannot be segmented
-    stops the run with one line listing all such, or, with ``skip_bad``, is left out and listed in ``summary.csv``
-    (``status``).
+    Every micrograph's header is checked before any is segmented (readable, 2-D, a pixel size the models can be
+    resampled to): those that fail stop the run with one line listing them all, or, with ``skip_bad``, are left
+    out and listed in ``summary.csv`` (``status``), as is one that fails when segmented (a constant image).
 
     Parameters
     ----------

@@ -103,3 +103,17 @@ def test_masks(tmp_path):
     assert read_mask(tmp_path / "m.png", (8, 10)).sum() == 6
     with pytest.raises(UserError, match="mask is 8x10 px but its image is 8x8 px"):
         read_mask(tmp_path / "m.png", (8, 8))
+
+
+def test_headers_agree_with_the_pixels_read(formats_dir, tmp_path):
+    """The plan checks a dataset from file headers alone (shape, pixel size): they must say what reading says."""
+    import numpy as np
+
+    from rfseg.blocks import io
+
+    files = [p for p in sorted(formats_dir.glob("*")) if p.suffix.lower() in io.IMAGE_SUFFIXES]
+    io.write_tiff(tmp_path / "t.tif", np.zeros((30, 40), np.float32), 0.5)
+    for path in [*files, tmp_path / "t.tif"]:
+        img = io.read_image(path)
+        shape, px = io.read_header(path)
+        assert shape == img.data.shape and np.allclose(px, img.pixel_size_yx_nm), path.name

@@ -78,3 +78,12 @@ def test_the_command_blocks_run(tmp_path, path):
         cmd = ["bash", "-e", "-o", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
         proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, f"{path}: this block failed:\n{code}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+
+
+def test_readme_links_and_size():
+    """The front page stays short, and every file it links to exists (GitHub renders it; MkDocs checks the rest)."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 220 and len(text.encode()) <= 22_000
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
