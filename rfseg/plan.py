@@ -22,6 +22,13 @@ from rfseg.blocks.simulate.hrtem import KNOBS as HRTEM_KNOBS
 from rfseg.errors import UserError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # a plain file name: no separators, no leading dot
+PRETRAINED = "resources/pretrained"
+#: fewer held-out micrographs than this and a comparison of receptive fields is flagged before any job: a bootstrap
+#: over so few micrographs has few distinct resamples and understates its spread (by sqrt((n-1)/n) and more)
+MIN_TEST_MICROGRAPHS = 8
+FIGURES = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
+FOURIER_FIGURES = ["false_negatives", "fn_overlap"]
+DILATION_FIGURES = ["pooling_vs_dilation", "edges"]
 
 
 def check_name(name, key: str) -> None:
@@ -40,13 +47,6 @@ def check_results(results) -> str:
     if norm in ("/", "//") or Path(norm).resolve() == Path("/"):
         raise UserError(f"config results: {results!r} is the filesystem root: name a folder, e.g. results: results")
     return norm
-PRETRAINED = "resources/pretrained"
-#: fewer held-out micrographs than this and a comparison of receptive fields is flagged before any job: a bootstrap
-#: over so few micrographs has few distinct resamples and understates its spread (by sqrt((n-1)/n) and more)
-MIN_TEST_MICROGRAPHS = 8
-FIGURES = ["dice_vs_rf", "dice_by_size", "examples", "training_curves", "effective_rf"]
-FOURIER_FIGURES = ["false_negatives", "fn_overlap"]
-DILATION_FIGURES = ["pooling_vs_dilation", "edges"]
 
 
 def check_schema(config: dict, schema_path) -> None:

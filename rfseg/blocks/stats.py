@@ -180,13 +180,19 @@ def paired_differences(scores: pd.DataFrame, reference: str, resamples: int = 20
 
 
 def cheapest_within_interval(paired: pd.DataFrame) -> dict:
-    """The RF choice from paired differences: the best trained architecture (largest mean gain over the reference)
-    and the smallest RF whose mean gain reaches the best's lower interval bound. When the best's interval includes 0,
-    no RF is measurably better than the reference, and the reference (the smallest RF) is the choice.
+    """The RF choice from paired differences: the best larger architecture (largest mean gain over the reference, the
+    smallest RF) and the smallest RF whose mean gain reaches the best's lower interval bound. When the best's
+    interval includes 0, no RF is measurably better than the reference, and the reference (the smallest RF) is the
+    choice; ``worse`` says whether every larger RF scores measurably lower (every interval below 0).
 
-    Returns {"pick": row, "best": row, "resolved": bool}, rows of ``paired`` (method "unet")."""
+    Returns {"pick": row, "best": row, "resolved": bool, "worse": bool}, rows of ``paired`` (method "unet")."""
     nets = paired[paired["method"] == "unet"].sort_values(["rf_px", "params"])
-    best = nets.loc[nets["diff_mean"].idxmax()]
-    resolved = bool(best["diff_ci_low"] > 0)
-    pick = nets[nets["diff_mean"] >= best["diff_ci_low"]].iloc[0] if resolved else nets.iloc[0]
-    return {"pick": pick, "best": best, "resolved": resolved}
+    reference = nets["reference"].iloc[0] if "reference" in nets else nets["arch"].iloc[0]
+    others = nets[nets["arch"] != reference]
+    if others.empty:
+        return {"pick": nets.iloc[0], "best": nets.iloc[0], "resolved": False, "worse": False}
+    best = others.loc[others["diff_mean"].idxmax()]
+    worse = bool((others["diff_ci_high"] < 0).all())
+    resolved = bool(best["diff_ci_low"] > 0) or worse
+    pick = nets[nets["diff_mean"] >= best["diff_ci_low"]].iloc[0] if best["diff_ci_low"] > 0 else nets.iloc[0]
+    return {"pick": pick, "best": best, "resolved": resolved, "worse": worse}

@@ -32,6 +32,10 @@ def _nm(row) -> float | None:
     return None if pd.isna(row["rf_nm"]) else float(row["rf_nm"])
 
 
+def _half_width(row) -> float:
+    return float(row["ci_half_width"]) if "ci_half_width" in row else (row["diff_ci_high"] - row["diff_ci_low"]) / 2
+
+
 def _gain(row) -> str:
     return f"{row['diff_mean']:+.3f} [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]"
 
@@ -58,7 +62,7 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
         raise UserError(f"no paired differences for dataset {dataset!r}: run its sweep and 'rfseg paired' first")
     if "n_flagged" in nets:
         flagged = nets[nets["n_flagged"] > 0]
-        ref = nets["reference"].iloc[0]
+        ref = nets["reference"].iloc[0] if "reference" in nets else nets.sort_values("rf_px")["arch"].iloc[0]
         if len(flagged) == len(nets) or ref in set(flagged["arch"]):
             raise UserError(f"{dataset}: cannot recommend: runs of {', '.join(flagged['arch'])} are flagged (they "
                             f"predict no particle or every pixel, or their loss never fell; the status column of "
@@ -67,11 +71,15 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
         nets = nets[nets["n_flagged"] == 0]
     c = cheapest_within_interval(nets)
     pick, best = c["pick"], c["best"]
-    ref = best["reference"]
+    ref = best["reference"] if "reference" in best else nets.sort_values("rf_px")["arch"].iloc[0]
     n, seeds = int(best["n_micrographs"]), int(best["n_seeds"])
     span = f"{n} test micrographs x {seeds} seeds; hard dice minus {ref}'s, 95 % bootstrap interval"
-    if not c["resolved"]:
-        half = float(best["ci_half_width"])
+    if c["worse"]:
+        why = (f"every larger RF scores measurably lower than the smallest ({span}): "
+               + "; ".join(f"{r.arch} {_gain(r._asdict())}" for r in nets[nets["arch"] != ref].itertuples())
+               + f"; so the smallest RF, {pick['arch']}")
+    elif not c["resolved"]:
+        half = _half_width(best)
         need = micrographs_needed(n, half)
         why = (f"cannot tell with {n} test micrographs x {seeds} seeds: the best, {best['arch']}, gains "
                f"{_gain(best)} ({span}), an interval that includes 0; about {need} test micrographs would bring its "
@@ -84,7 +92,7 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
             f"cannot tell with {n} test micrographs x {seeds} seeds", "arch": pick["arch"],
             "rf_px": int(pick["rf_px"]), "rf_nm": _nm(pick), "resolved": c["resolved"], "best_arch": best["arch"],
             "test_micrographs": n, "seeds": seeds,
-            "micrographs_needed": None if c["resolved"] else micrographs_needed(n, float(best["ci_half_width"])),
+            "micrographs_needed": None if c["resolved"] else micrographs_needed(n, _half_width(best)),
             "best_gain": float(best["diff_mean"]), "best_gain_ci": [float(best["diff_ci_low"]),
                                                                      float(best["diff_ci_high"])],
             "reason": why}

@@ -137,3 +137,15 @@ def test_folds_pool_into_one_row_per_run():
     assert (out["n_seeds"], out["n_folds"], out["n_flagged"], out["status"]) == (2, 2, 0, "ok")
     assert out["hard_dice_mean"] == pytest.approx((0.6 * 2 + 0.8 * 6) / 8)  # every test patch counted once
     assert out["global_dice_mean"] == pytest.approx(240 / (240 + 40))  # from the summed pixel counts
+
+
+def test_recommend_says_when_every_larger_rf_is_measurably_worse(cli, tmp_path):
+    rows = [{"dataset": "d", "method": "unet", "arch": a, "blocks": 2, "params": 8074, "rf_px": rf, "rf_nm": None,
+             "reference": "n2_p22", "n_seeds": 3, "n_micrographs": 8, "diff_mean": d, "diff_ci_low": lo,
+             "diff_ci_high": hi, "ci_half_width": (hi - lo) / 2, "n_flagged": 0}
+            for a, rf, d, lo, hi in [("n2_p22", 44, 0.0, 0.0, 0.0), ("n2_p44", 120, -0.006, -0.009, -0.003),
+                                     ("n2_p84", 232, -0.02, -0.03, -0.011)]]
+    pd.DataFrame(rows).to_csv(tmp_path / "paired.csv", index=False)
+    out = cli("recommend", "d", "--paired", tmp_path / "paired.csv", check_rc=0).stdout
+    assert out.startswith("d: use n2_p22 (RF 44 px) [measured (paired differences)]")
+    assert "every larger RF scores measurably lower" in out and "n2_p84 -0.020 [-0.030, -0.011]" in out
