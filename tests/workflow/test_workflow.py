@@ -188,7 +188,7 @@ def test_real_dataset_config_preprocesses_and_splits_without_leakage(tmp_path):
         tested += list(idx.loc[idx.split == "test", "source_image"].unique())
     assert len(tested) == len(set(tested)) == 8  # each tested in exactly one fold
     counts, _ = _dry(wd)
-    assert counts["train"] == 4 * 3 * 3 and counts["patches"] == 4 and "fourier" not in counts
+    assert counts["train"] == 4 * 3 * 3 and "fourier" not in counts
 
 
 def test_lint_and_format_clean():
@@ -270,7 +270,10 @@ def test_reduced_series_runs_end_to_end(tmp_path):
         assert fp["pixel_size_nm"] == pytest.approx(0.02) and fp["particles"] > 0
         assert 1.2 < fp["diameter_median_nm"] < 3.0 and np.isfinite(fp["abs_amplitude_contrast"])
         paired = pd.read_csv(wd / f"results/series/{ds}/paired.csv")
-        assert set(paired["method"]) == {"unet", "published"} and (paired["reference"] == "n2_p22").all()
+        assert set(paired["method"]) == {"unet", "published"}
+        sound = paired[(paired["method"] == "unet") & (paired["n_flagged"] == 0)].sort_values("rf_px")
+        expected = sound["arch"].iloc[0] if len(sound) else "n2_p22"  # one epoch: a run may have learned nothing
+        assert (paired["reference"] == expected).all()
         assert paired["diff_ci_low"].le(paired["diff_mean"]).all() and paired["diff_mean"].le(
             paired["diff_ci_high"]).all()
 
