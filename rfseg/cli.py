@@ -10,6 +10,7 @@ import argparse
 import inspect
 import json
 import sys
+from pathlib import Path
 
 from rfseg.errors import UserError
 
@@ -477,10 +478,11 @@ def _add_predict(p):
     from rfseg.blocks.runtime import DEVICES, PRECISIONS
     from rfseg.stages.predict import predict
 
-    _describe(p, description="rfseg predict MODEL [MODEL ...] IMAGE_OR_GLOB [...] --out DIR: arguments that "
-                                   "are folders with model.json are models, the rest are images (TIFF, DM3/DM4, "
-                                   "SER/EMI, EMD) or glob patterns.")
-    p.add_argument("paths", nargs="+", help="model folders, then images or glob patterns")
+    _describe(p, description="rfseg predict MODEL [MODEL ...] IMAGE_OR_GLOB [...] --out DIR: the models are model "
+                                   "folders (model.pt + model.json), folders of them (an ensemble) or shipped models' "
+                                   "names (rfseg models lists them, e.g. au-5nm-423e); the rest are images (TIFF, "
+                                   "DM3/DM4, SER/EMI, EMD) or glob patterns.")
+    p.add_argument("paths", nargs="+", help="models (folders or shipped names), then images or glob patterns")
     p.add_argument("--out", required=True, help="output folder (new, empty, or one rfseg wrote)")
     p.add_argument("--select-best", metavar="SUMMARY_CSV",
                    help="use only the models of the architecture with the best mean hard dice in this summary")
@@ -520,16 +522,29 @@ def _add_predict(p):
     p.set_defaults(func=_run_predict)
 
 
-def _run_predict(args):
+def _is_model(path: str) -> bool:
+    """A bundle folder, a folder of bundles (an ensemble) or a shipped bundle's name."""
     from rfseg.blocks.bundle import is_bundle
+    from rfseg.stages.importer import SHIPPED
+
+    p = Path(path)
+    if not p.exists():
+        return path in SHIPPED
+    return is_bundle(p) or (p.is_dir() and any(is_bundle(c) for c in p.iterdir()))
+
+
+def _run_predict(args):
+    from rfseg.api import model_folders
     from rfseg.stages.predict import predict, select_best
 
-    models = [p for p in args.paths if is_bundle(p)]
+    models = [p for p in args.paths if _is_model(p)]
     images = [p for p in args.paths if p not in models]
     if not models:
-        raise UserError("no model given: the first arguments must be model folders with model.pt and model.json")
+        raise UserError("no model given: the first arguments must be model folders (model.pt + model.json), a "
+                        "folder of them, or a shipped model's name (rfseg models lists them)")
     if not images:
         raise UserError("no image given: add micrograph files or glob patterns after the models")
+    models = model_folders(models)
     if args.select_best:
         if not args.dataset:
             raise UserError("--select-best needs --dataset")
@@ -598,7 +613,7 @@ def _run_models(args):
         print(table.to_json(orient="records", indent=2))
         return
     print(table.drop(columns=["source"]).to_string(index=False))
-    print(f"source: {table['source'].iloc[0]}; segment with: rfseg predict {table['path'].iloc[0]}/* IMAGES --out DIR")
+    print(f"source: {table['source'].iloc[0]}; segment with: rfseg predict {table['name'].iloc[0]} IMAGES --out DIR")
 
 
 # ---------------------------------------------------------------------------------------------- fingerprint, recommend

@@ -91,7 +91,7 @@ def check_pixel_size(pixel_size_nm: float, where, source: str = "the pixel size"
     return pixel_size_nm
 
 
-def _check_2d(data: np.ndarray, path: Path) -> np.ndarray:
+def check_2d(data: np.ndarray, path: Path) -> np.ndarray:
     data = np.asarray(data)
     while data.ndim > 2 and 1 in data.shape:  # a single frame stored with extra axes of length 1
         data = data.squeeze(axis=data.shape.index(1))
@@ -270,7 +270,7 @@ def read_image(path, pixel_size_nm: float | None = None) -> Micrograph:
     except Exception as e:  # readers raise many types for truncated or corrupt files
         raise UserError(f"{path}: cannot read the file ({type(e).__name__}: {e}); is it complete and really "
                         f"a {suffix} file?") from None
-    data = _check_2d(data, path)
+    data = check_2d(data, path)
     own = px
     if pixel_size_nm is not None:
         check_pixel_size(float(pixel_size_nm), path, "the pixel size given")
@@ -299,7 +299,7 @@ def read_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
         raise
     except Exception as e:
         raise UserError(f"{path}: cannot read the mask ({type(e).__name__}: {e}); is the file complete?") from None
-    data = _check_2d(data, path)
+    data = check_2d(data, path)
     if shape is not None and data.shape != tuple(shape):
         raise UserError(f"{path}: mask is {data.shape[0]}x{data.shape[1]} px but its image is "
                         f"{shape[0]}x{shape[1]} px: they must have the same shape")
@@ -638,6 +638,38 @@ def write_tiff(path, data: np.ndarray, pixel_size_nm: float | None = None, compr
                       metadata={**kwargs.get("metadata", {}), "unit": "nm"})
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, compression="zlib" if compress else None, **kwargs)
+
+
+def write_labels(path, labels: np.ndarray, pixel_size_nm: float | None = None) -> None:
+    """An instance label image (rows, cols) as an ImageJ TIFF: uint16 (float32, still exact, beyond 65,535
+    labels), 0 = background, with the pixel size for Fiji; a napari Labels layer opens it as it is."""
+    labels = np.asarray(labels)
+    write_tiff(path, labels.astype(np.uint16 if labels.max(initial=0) <= 65535 else np.float32), pixel_size_nm)
+
+
+def write_rois(path, labels: np.ndarray) -> int:
+    """Each labelled region of ``labels`` (rows, cols) as an ImageJ polygon ROI named by its label, in one zip that
+    Fiji's ROI Manager opens; the polygon follows the region's outer edge (marching squares between pixel centres,
+    ImageJ coordinates). Returns the number of ROIs."""
+    import zipfile
+
+    from roifile import ROI_TYPE, ImagejRoi, roiwrite
+    from skimage.measure import find_contours
+
+    labels = np.asarray(labels)
+    padded = np.pad(labels, 1)
+    rois = []
+    for k in np.unique(labels[labels > 0]):
+        outline = max(find_contours((padded == k).astype(np.uint8), 0.5), key=len) - 1
+        roi = ImagejRoi.frompoints(outline[:, ::-1] + 0.5, name=str(int(k)))  # (x, y); a pixel spans [i, i+1)
+        roi.roitype = ROI_TYPE.POLYGON
+        rois.append(roi)
+    with atomic_path(path) as tmp:
+        if rois:
+            roiwrite(tmp, rois, mode="w")
+        else:
+            zipfile.ZipFile(tmp, "w").close()
+    return len(rois)
 
 
 def write_csv(df, path) -> None:

@@ -10,6 +10,7 @@ written to a temporary folder that replaces ``out_dir`` only when every microgra
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,10 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
             skip_bad: bool = False, threads: int = 1, progress=None, warn=None) -> pd.DataFrame:
     """Segment every image with the ensemble of ``model_dirs``.
 
-    Writes, per micrograph, ``<stem>_prob.tif`` (float32), ``<stem>_mask.tif`` (uint8), ``<stem>_uncertainty.tif``
-    (ensembles) and ``<stem>_particles.csv``, plus ``summary.csv``, into ``out_dir``; returns the summary.
+    Writes, per micrograph, ``<stem>_prob.tif`` (float32), ``<stem>_mask.tif`` (uint8), ``<stem>_labels.tif``
+    (uint16, the particle table's ``label``), ``<stem>_rois.zip`` (ImageJ ROIs), ``<stem>_uncertainty.tif``
+    (ensembles) and ``<stem>_particles.csv`` (:meth:`Segmentation.write`), plus ``summary.csv``, into ``out_dir``;
+    returns the summary.
 
     Every micrograph's header is checked before any is segmented (readable, 2-D, a pixel size the models can be
     resampled to): those that fail stop the run with one line listing them all, or, with ``skip_bad``, are left
@@ -159,6 +162,8 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
         raise UserError(f"{len(bad)} of {len(paths)} micrographs cannot be segmented ({reasons})", fix=fix)
     good = [p for p in paths if p not in bad]
     predictor.job_micrographs = len(good)
+    post = dict(min_area_px=min_area_px, min_area_nm2=min_area_nm2, keep_all=keep_all, split_touching=split_touching,
+                split_min_distance_nm=split_min_distance_nm, drop_border=drop_border)
     rows = []
     with io.atomic_dir(out_dir, reads=[*paths, *model_dirs]) as tmp:
         for path in progress(good) if progress else good:
@@ -166,46 +171,133 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
             if warning:
                 warn(warning)
             try:
-                prob, members, px_img = predictor.micrograph(img.data, img.pixel_size_yx_nm, where=path,
-                                                             on_pixel_mismatch=on_pixel_mismatch,
-                                                             tolerance=pixel_tolerance)
+                result = segment_micrograph(predictor, img.data, img.pixel_size_yx_nm, name=path.stem, where=path,
+                                            file_pixel_size_yx_nm=own, on_pixel_mismatch=on_pixel_mismatch,
+                                            tolerance=pixel_tolerance, **post)
             except UserError as e:
                 if not skip_bad:
                     raise
                 bad[path] = str(e)
                 continue
-            rule = particle_filter(predictor.metas[0], px_img, min_area_px=min_area_px, min_area_nm2=min_area_nm2,
-                                   keep_all=keep_all, split=split_touching,
-                                   split_min_distance_nm=split_min_distance_nm)
-            labels, dropped = rule.apply(prob > 0.5)
-            table = particle_table(labels, prob, px_img)
-            border = int(table["touches_border"].sum())
-            if drop_border:
-                labels, table = drop_labels(labels, table, table["touches_border"])
-            for k, v in rule.columns().items():
-                table[k] = v
-            mask = labels > 0
-            stem = path.stem
-            io.write_tiff(tmp / f"{stem}_prob.tif", prob, px_img)
-            io.write_tiff(tmp / f"{stem}_mask.tif", mask.astype(np.uint8), px_img)
-            if len(predictor) > 1:
-                io.write_tiff(tmp / f"{stem}_uncertainty.tif", members.std(0), px_img)
-            io.write_csv(table, tmp / f"{stem}_particles.csv")
-            rows.append({"image": str(path), "status": "ok", "pixel_size_nm": px_img,
-                         **_file_pixel_size(own), "particles": len(table),
-                         "touching_border": border, "dropped_small": dropped,
-                         "dropped_border": border if drop_border else 0, "min_area_px2": rule.min_area_px,
-                         **{f"{s}_diameter_{u}": getattr(table[f"equivalent_diameter_{u}"], s)() if len(table)
-                            else np.nan for u in ("px", "nm") for s in ("mean", "median")},
-                         "coverage": float(mask.mean()), "models": len(predictor),
-                         "arch": predictor.metas[0].get("model_name", predictor.metas[0]["name"]),
-                         "filter": rule.rule + ("; border particles dropped" if drop_border else "")})
+            result.write(tmp)
+            rows.append(result.summary_row())
         if not rows:
             raise UserError(f"none of the {len(paths)} micrographs could be segmented ({'; '.join(bad.values())})")
         rows += [{"image": str(p), "status": f"skipped: {why}", "models": len(predictor)} for p, why in bad.items()]
         summary = pd.DataFrame(rows)
         io.write_csv(summary, tmp / "summary.csv")
     return summary
+
+
+@dataclass
+class Segmentation:
+    """One micrograph segmented: arrays on the micrograph's own grid and its particle table.
+
+    Attributes
+    ----------
+    name : str, the stem its output files are named by
+    probability : (rows, cols) float32, the ensemble's mean particle probability
+    labels : (rows, cols) int32, the particles after the filter, 0 = background; values are ``particles.label``
+    members : (n_models, rows, cols) float32, each model's probability
+    particles : DataFrame, one row per particle, lengths in px and nm (:func:`rfseg.blocks.particles.particle_table`)
+    pixel_size_nm : float or None, of these arrays
+    filter_rule, min_area_px, dropped_small, touching_border, dropped_border, arch : how they were made
+    source : str, the file (or "the image array") it came from
+    file_pixel_size_yx_nm : (float, float) or None, the pixel size the file itself states
+    """
+
+    name: str
+    probability: np.ndarray
+    labels: np.ndarray
+    members: np.ndarray
+    particles: pd.DataFrame
+    pixel_size_nm: float | None
+    filter_rule: str
+    min_area_px: float
+    dropped_small: int
+    touching_border: int
+    dropped_border: int
+    arch: str
+    source: str = ""
+    file_pixel_size_yx_nm: tuple[float, float] | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(rows, cols) bool, the particles' pixels."""
+        return self.labels > 0
+
+    @property
+    def uncertainty(self) -> np.ndarray | None:
+        """(rows, cols) float32, the models' standard deviation per pixel; None for a single model."""
+        return self.members.std(0) if len(self.members) > 1 else None
+
+    def files(self, folder) -> dict[str, Path]:
+        folder = Path(folder)
+        names = {"probability": "prob.tif", "mask": "mask.tif", "labels": "labels.tif", "rois": "rois.zip",
+                 "particles": "particles.csv", "uncertainty": "uncertainty.tif"}
+        return {k: folder / f"{self.name}_{v}" for k, v in names.items()}
+
+    def write(self, folder) -> None:
+        """Write this micrograph's files into ``folder``: probability, 0/1 mask, uint16 labels (the ``label`` column
+        of the particle table), the particles as ImageJ polygon ROIs, the particle table, and the uncertainty for an
+        ensemble. The TIFFs carry the pixel size for Fiji."""
+        f = self.files(folder)
+        io.write_tiff(f["probability"], self.probability, self.pixel_size_nm)
+        io.write_tiff(f["mask"], self.mask.astype(np.uint8), self.pixel_size_nm)
+        io.write_labels(f["labels"], self.labels, self.pixel_size_nm)
+        io.write_rois(f["rois"], self.labels)
+        if self.uncertainty is not None:
+            io.write_tiff(f["uncertainty"], self.uncertainty, self.pixel_size_nm)
+        io.write_csv(self.particles, f["particles"])
+
+    def save(self, folder) -> Path:
+        """Write this micrograph into ``folder`` as ``rfseg predict`` does: its files and a one-row ``summary.csv``.
+        The folder is new, empty, or one rfseg wrote (then replaced as a whole). Returns the folder."""
+        with io.atomic_dir(folder) as tmp:
+            self.write(tmp)
+            io.write_csv(pd.DataFrame([self.summary_row()]), tmp / "summary.csv")
+        return Path(folder)
+
+    def summary_row(self) -> dict:
+        """This micrograph's row of ``summary.csv``."""
+        table = self.particles
+        return {"image": self.source or self.name, "status": "ok", "pixel_size_nm": self.pixel_size_nm,
+                **_file_pixel_size(self.file_pixel_size_yx_nm),
+                "particles": len(table), "touching_border": self.touching_border,
+                "dropped_small": self.dropped_small, "dropped_border": self.dropped_border,
+                "min_area_px2": self.min_area_px,
+                **{f"{s}_diameter_{u}": getattr(table[f"equivalent_diameter_{u}"], s)() if len(table) else np.nan
+                   for u in ("px", "nm") for s in ("mean", "median")},
+                "coverage": float(self.mask.mean()), "models": len(self.members), "arch": self.arch,
+                "filter": self.filter_rule}
+
+
+def segment_micrograph(predictor: Predictor, image: np.ndarray, pixel_size_yx_nm, *, name: str = "image",
+                       where="image", file_pixel_size_yx_nm=None, on_pixel_mismatch: str = "resample",
+                       tolerance: float = 0.01,
+                       min_area_px: float | None = None, min_area_nm2: float | None = None, keep_all: bool = False,
+                       split_touching: bool = False, split_min_distance_nm: float | None = None,
+                       drop_border: bool = False) -> Segmentation:
+    """Segment one raw micrograph (rows, cols) with ``predictor`` and measure its particles, as ``rfseg predict``
+    does for each file (the same filter and table)."""
+    prob, members, px_img = predictor.micrograph(image, pixel_size_yx_nm, where=where,
+                                                 on_pixel_mismatch=on_pixel_mismatch, tolerance=tolerance)
+    rule = particle_filter(predictor.metas[0], px_img, min_area_px=min_area_px, min_area_nm2=min_area_nm2,
+                           keep_all=keep_all, split=split_touching, split_min_distance_nm=split_min_distance_nm)
+    labels, dropped = rule.apply(prob > 0.5)
+    table = particle_table(labels, prob, px_img)
+    border = int(table["touches_border"].sum())
+    if drop_border:
+        labels, table = drop_labels(labels, table, table["touches_border"])
+    for k, v in rule.columns().items():
+        table[k] = v
+    return Segmentation(name=str(name), probability=prob, labels=labels.astype(np.int32), members=members,
+                        particles=table, pixel_size_nm=px_img,
+                        filter_rule=rule.rule + ("; border particles dropped" if drop_border else ""),
+                        min_area_px=rule.min_area_px, dropped_small=dropped, touching_border=border,
+                        dropped_border=border if drop_border else 0,
+                        arch=predictor.metas[0].get("model_name", predictor.metas[0]["name"]), source=str(where),
+                        file_pixel_size_yx_nm=file_pixel_size_yx_nm)
 
 
 def _file_pixel_size(own) -> dict:
