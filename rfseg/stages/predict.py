@@ -18,6 +18,7 @@ import pandas as pd
 
 from rfseg.blocks import bundle, io
 from rfseg.blocks.inference import AUTO_TILE, DEFAULT_OVERLAP
+from rfseg.blocks.overlay import index_html, overlay_rgb, png_bytes
 from rfseg.blocks.particles import drop_labels, particle_filter, particle_table
 from rfseg.blocks.predictor import MISMATCH, PIXEL_SIZE_FIX, Predictor
 from rfseg.blocks.runtime import set_threads
@@ -164,7 +165,7 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
     predictor.job_micrographs = len(good)
     post = dict(min_area_px=min_area_px, min_area_nm2=min_area_nm2, keep_all=keep_all, split_touching=split_touching,
                 split_min_distance_nm=split_min_distance_nm, drop_border=drop_border)
-    rows = []
+    rows, overlays, tables = [], {}, []
     with io.atomic_dir(out_dir, reads=[*paths, *model_dirs]) as tmp:
         for path in progress(good) if progress else good:
             img, own, warning = _read(path, pixel_size_nm)
@@ -179,13 +180,26 @@ def predict(model_dirs, images, out_dir, *, device: str = "auto", tta: bool = Fa
                     raise
                 bad[path] = str(e)
                 continue
-            result.write(tmp)
+            overlays[result.name] = result.write(tmp)
             rows.append(result.summary_row())
+            tables.append(result.particles.assign(image=result.name))
         if not rows:
             raise UserError(f"none of the {len(paths)} micrographs could be segmented ({'; '.join(bad.values())})")
         rows += [{"image": str(p), "status": f"skipped: {why}", "models": len(predictor)} for p, why in bad.items()]
-        summary = pd.DataFrame(rows)
-        io.write_csv(summary, tmp / "summary.csv")
+        summary = write_run(tmp, rows, overlays, tables)
+    return summary
+
+
+def write_run(folder, rows: list[dict], overlays: dict[str, bytes], tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """A run's ``summary.csv`` and ``index.html`` (every overlay, the summary, the particle sizes across the run;
+    one self-contained page). Returns the summary."""
+    summary = pd.DataFrame(rows)
+    io.write_csv(summary, Path(folder) / "summary.csv")
+    shown = summary[[c for c in ("image", "status", "particles", "median_diameter_nm", "median_diameter_px",
+                                 "coverage", "models", "arch") if c in summary]]
+    page = index_html(shown, overlays, pd.concat(tables, ignore_index=True), "rfseg predict")
+    with io.atomic_path(Path(folder) / "index.html") as tmp:
+        tmp.write_text(page)
     return summary
 
 
@@ -220,6 +234,7 @@ class Segmentation:
     arch: str
     source: str = ""
     file_pixel_size_yx_nm: tuple[float, float] | None = None
+    image: np.ndarray | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -234,14 +249,23 @@ class Segmentation:
     def files(self, folder) -> dict[str, Path]:
         folder = Path(folder)
         names = {"probability": "prob.tif", "mask": "mask.tif", "labels": "labels.tif", "rois": "rois.zip",
-                 "particles": "particles.csv", "uncertainty": "uncertainty.tif"}
+                 "particles": "particles.csv", "uncertainty": "uncertainty.tif", "overlay": "overlay.png"}
         return {k: folder / f"{self.name}_{v}" for k, v in names.items()}
 
-    def write(self, folder) -> None:
+    def overlay(self) -> bytes:
+        """PNG: the micrograph with the particles outlined, the uncertainty shaded and a scale bar
+        (:func:`rfseg.blocks.overlay.overlay_rgb`)."""
+        image = self.probability if self.image is None else self.image
+        return png_bytes(overlay_rgb(image, self.labels, self.pixel_size_nm, self.uncertainty))
+
+    def write(self, folder) -> bytes:
         """Write this micrograph's files into ``folder``: probability, 0/1 mask, uint16 labels (the ``label`` column
-        of the particle table), the particles as ImageJ polygon ROIs, the particle table, and the uncertainty for an
-        ensemble. The TIFFs carry the pixel size for Fiji."""
+        of the particle table), the particles as ImageJ polygon ROIs, the particle table, the overlay picture, and
+        the uncertainty for an ensemble. The TIFFs carry the pixel size for Fiji. Returns the overlay PNG."""
         f = self.files(folder)
+        picture = self.overlay()
+        with io.atomic_path(f["overlay"]) as tmp:
+            tmp.write_bytes(picture)
         io.write_tiff(f["probability"], self.probability, self.pixel_size_nm)
         io.write_tiff(f["mask"], self.mask.astype(np.uint8), self.pixel_size_nm)
         io.write_labels(f["labels"], self.labels, self.pixel_size_nm)
@@ -249,13 +273,13 @@ class Segmentation:
         if self.uncertainty is not None:
             io.write_tiff(f["uncertainty"], self.uncertainty, self.pixel_size_nm)
         io.write_csv(self.particles, f["particles"])
+        return picture
 
     def save(self, folder) -> Path:
         """Write this micrograph into ``folder`` as ``rfseg predict`` does: its files and a one-row ``summary.csv``.
         The folder is new, empty, or one rfseg wrote (then replaced as a whole). Returns the folder."""
         with io.atomic_dir(folder) as tmp:
-            self.write(tmp)
-            io.write_csv(pd.DataFrame([self.summary_row()]), tmp / "summary.csv")
+            write_run(tmp, [self.summary_row()], {self.name: self.write(tmp)}, [self.particles])
         return Path(folder)
 
     def summary_row(self) -> dict:
@@ -292,6 +316,7 @@ def segment_micrograph(predictor: Predictor, image: np.ndarray, pixel_size_yx_nm
     for k, v in rule.columns().items():
         table[k] = v
     return Segmentation(name=str(name), probability=prob, labels=labels.astype(np.int32), members=members,
+                        image=np.asarray(image),
                         particles=table, pixel_size_nm=px_img,
                         filter_rule=rule.rule + ("; border particles dropped" if drop_border else ""),
                         min_area_px=rule.min_area_px, dropped_small=dropped, touching_border=border,

@@ -94,3 +94,43 @@ def test_every_public_name_is_documented_with_units_or_shapes():
         assert len(doc) > 80 and any(u in doc for u in ("nm", "rows, cols", "px")), name
     doc = inspect.getdoc(rfseg.Model.segment)
     assert "Returns" in doc and "Raises" in doc
+
+
+def _chromium() -> str:
+    """Debian's Chromium, installed with apt-get as the SLURM test installs its tools; skips where impossible."""
+    import os
+    import shutil
+    import subprocess
+
+    for name in ("chromium", "chromium-browser"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("a headless browser needs Debian's chromium: root and apt-get to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode:
+            pytest.skip("apt-get could not install chromium here")
+    return shutil.which("chromium")
+
+
+@pytest.mark.slow
+def test_the_run_page_renders_in_a_real_browser(cli, tmp_path, toy_models):
+    """index.html opened by headless Chromium: every image (the overlays and the size histogram) decodes and the
+    summary table is there."""
+    import re
+    import subprocess
+
+    from conftest import disks
+
+    for i in range(2):
+        io.write_tiff(tmp_path / f"d{i}.tif", disks(128, seed=i)[0], 0.25)
+    cli("predict", *toy_models, tmp_path / "d0.tif", tmp_path / "d1.tif", "--out", tmp_path / "o", check_rc=0)
+    browser = _chromium()
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                           (tmp_path / "o/index.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r'data-images-loaded="3 of 3"', proc.stdout), proc.stdout[:500]
+    assert "<table" in proc.stdout and "d0.tif" in proc.stdout and "d1.tif" in proc.stdout

@@ -66,18 +66,24 @@ def test_every_skipped_block_says_why():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RUNNABLE)
 def test_the_command_blocks_run(tmp_path, path):
-    """Every bash and python block of the README and the tutorials, run in order in a fresh copy of the repository
-    (a block may use what an earlier one made); a block that cannot run here is marked with its reason."""
+    """Every bash and python block of the README and the tutorials, run in order in a fresh copy of the repository,
+    as a reader runs them: the python blocks share one interpreter (as a notebook's cells do), the bash blocks run
+    where they stand; a block that cannot run here is marked with its reason."""
     from support import env_for, scratch_copy
 
     wd = scratch_copy(tmp_path / "repo")
-    env = env_for(wd)
+    script = ["import subprocess"]
     for lang, code, reason in command_blocks(path):
         if reason:
             continue
-        cmd = ["bash", "-e", "-o", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
-        proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"{path}: this block failed:\n{code}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        if lang == "bash":
+            script.append(f"subprocess.run(['bash', '-e', '-o', 'pipefail', '-c', {code!r}], check=True)")
+        else:
+            script.append(code)
+    (tmp_path / "page.py").write_text("\n".join(script))
+    proc = subprocess.run([sys.executable, str(tmp_path / "page.py")], cwd=wd, env=env_for(wd), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"{path}: a block failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 
 def test_readme_links_and_size():
