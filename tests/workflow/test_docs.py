@@ -93,3 +93,28 @@ def test_readme_links_and_size():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
         if "://" not in target:
             assert (ROOT / target).exists(), target
+
+
+def documented_columns(kind: str) -> set[str]:
+    """The column names the outputs reference lists in its table after ``<!-- columns: kind -->``."""
+    from rfseg.blocks.stats import METRICS
+
+    text = (ROOT / "docs/reference/outputs.md").read_text().split(f"<!-- columns: {kind} -->\n", 1)[1]
+    rows = [line for line in text.split("\n\n", 1)[0].splitlines() if line.startswith("| `")]
+    names = {n for row in rows for n in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    if "<metric>_mean" in names:
+        names -= {"<metric>_mean", "<metric>_std"}
+        names |= {f"{m}_{s}" for m in METRICS for s in ("mean", "std")}
+    return names
+
+
+@pytest.mark.slow
+def test_the_outputs_reference_lists_every_column(done_workflow):
+    import pandas as pd
+
+    results = done_workflow / "results"
+    files = {"particles": next((results / "predict/new/segmented").glob("*_particles.csv")),
+             "predict_summary": results / "predict/new/segmented/summary.csv", "metrics": results / "metrics.csv",
+             "summary": results / "summary.csv", "paired": results / "tiny/paired.csv"}
+    for kind, path in files.items():
+        assert documented_columns(kind) == set(pd.read_csv(path).columns), kind
