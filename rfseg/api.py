@@ -33,7 +33,12 @@ def model_folders(name_or_folders) -> list[Path]:
     Raises
     ------
     UserError
-        For a name that is no shipped bundle and a path that holds no bundle."""
+        For a name that is no shipped bundle and a path that holds no bundle.
+
+    Example
+    -------
+    >>> model_folders("au-5nm-423e")   # the five folds' bundle folders
+    """
     entries = [name_or_folders] if isinstance(name_or_folders, (str, Path)) else list(name_or_folders)
     folders = []
     for entry in entries:
@@ -67,6 +72,10 @@ class Model:
     ------
     UserError
         As ``rfseg predict`` does: unknown names, damaged bundles, models of different pixel sizes, duplicates.
+
+    Example
+    -------
+    >>> model = rfseg.Model("results/hrtem/models/n2_p44", tta=True)   # a folder of seeds: an ensemble
     """
 
     def __init__(self, name_or_folders, *, device: str = "auto", tile="auto", overlap: float = 0.5,
@@ -115,6 +124,12 @@ class Model:
         UserError
             For an unreadable file, an array that is not 2-D, a missing pixel size the networks need, a pixel size
             too far from theirs.
+
+        Example
+        -------
+        >>> result = rfseg.load("au-5nm-423e").segment("micrograph.dm4")
+        >>> result.particles[["label", "equivalent_diameter_nm"]].head()
+        >>> result.save("seg/")   # the files rfseg predict writes, for Fiji and napari
         """
         if isinstance(image, (str, Path)):
             img = io.read_image(image, pixel_size_nm)
@@ -149,18 +164,42 @@ def load(name_or_folders, **settings) -> Model:
 def read_micrograph(path) -> tuple[np.ndarray, float | None]:
     """A micrograph file as (float32 array (rows, cols), pixel size in nm/px or None).
 
-    Raises UserError for an unreadable, non-2-D or non-finite file, and for pixels that are not square."""
+    Raises
+    ------
+    UserError
+        For an unreadable, non-2-D or non-finite file, and for pixels that are not square.
+
+    Example
+    -------
+    >>> data, pixel_size_nm = rfseg.read_micrograph("micrograph.dm4")
+    """
     img = io.read_image(path)
     return img.data, img.pixel_size_nm
 
 
 def models() -> pd.DataFrame:
     """The shipped model bundles: one row per name, with its members, architecture, pixel size (nm/px) and the
-    data it was trained on (material, diameter in nm, dose in e/Å²)."""
+    data it was trained on (material, diameter in nm, dose in e/Å²).
+
+    Example
+    -------
+    >>> rfseg.models()[["name", "members", "diameter_nm", "dose_e_per_A2"]]
+    """
     return shipped_models()
 
 
 def arch(name: str, pixel_size_nm: float | None = None) -> dict:
     """Blocks, pools, dilations, parameters and receptive field (px, and nm with ``pixel_size_nm``) of an
-    architecture by its canonical name (``"n2_p44"``). Raises UserError for a name that is not one."""
+    architecture by its canonical name (``"n2_p44"``).
+
+    Raises
+    ------
+    UserError
+        For a name that is not of the form ``n<N>_p<pools>[_d<dilations>][_avg]``.
+
+    Example
+    -------
+    >>> rfseg.arch("n2_p44", pixel_size_nm=0.02)["rf_nm"]
+    2.4
+    """
     return describe(ArchSpec.from_name(name), pixel_size_nm)
