@@ -443,6 +443,9 @@ def atomic_path(path: str | os.PathLike, rename: bool = True):
 
 #: a file rfseg writes into every output folder it owns, listing the files it wrote there (JSON)
 OUTPUT_MARKER = ".rfseg-output"
+#: files other tools put into an output folder about that folder, which replacing it loses nothing of: Snakemake
+#: stamps its directory outputs
+TOOL_FILES = {".snakemake_timestamp"}
 
 
 def written_by_rfseg(folder) -> set[str]:
@@ -471,7 +474,7 @@ def write_marker(folder, files) -> None:
 def foreign_files(folder) -> list[str]:
     """Files and folders in ``folder`` (relative paths) that rfseg's marker does not list, i.e. that a user added."""
     folder = Path(folder)
-    ours = written_by_rfseg(folder) | {OUTPUT_MARKER}
+    ours = written_by_rfseg(folder) | {OUTPUT_MARKER} | TOOL_FILES
     parents = {str(Path(f).parent) for f in ours} | {str(p) for f in ours for p in Path(f).parents}
     out = []
     for p in sorted(folder.rglob("*")):
