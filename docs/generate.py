@@ -39,7 +39,7 @@ def cli_reference() -> str:
         parser = build_parser([name])
         sub = next(a for a in parser._actions if a.dest == "command").choices[name]
         parts.append(f"## rfseg {name}\n\n{help_[0].upper() + help_[1:]}.\n\n```text\n{sub.format_help()}```\n")
-    return "\n".join(parts)
+    return "\n".join(parts).replace(f"{ROOT}/", "")  # defaults inside the repository, shown relative to it
 
 
 def _kind(node: dict) -> str:
