@@ -165,21 +165,26 @@ def _read_rsciio(path: Path):
         shapes = [np.shape(s["data"]) for s in signals]
         raise UserError(f"{path}: no 2-D grey-scale image in the file (found arrays of shape {shapes}): "
                         f"export a single frame")
-    sig = images[0]
-    data = np.squeeze(sig["data"])
-    axes = [a for a in sig["axes"] if a.get("size", 2) > 1]
+    data = np.squeeze(images[0]["data"])
+    transposed, px = _rsciio_calibration(images[0]["axes"], path)
+    return (data.T if transposed else data), px
+
+
+def _rsciio_calibration(axes, path: Path) -> tuple[bool, tuple[float, float] | None]:
+    """(whether the array is stored (x, y), pixel size (y, x) in nm/px or None) from a rosettasciio signal's axes."""
+    axes = [a for a in axes if a.get("size", 2) > 1]
     if len(axes) != 2:
-        return data, None
-    names = [str(a.get("name", "")).lower() for a in axes]
-    if names == ["x", "y"]:  # Berkeley EMD via rosettasciio: array is transposed relative to (y, x)
-        data, axes = data.T, axes[::-1]
+        return False, None
+    transposed = [str(a.get("name", "")).lower() for a in axes] == ["x", "y"]  # Berkeley EMD: (x, y) arrays
+    if transposed:
+        axes = axes[::-1]
     scales = []
     for a in axes:
         units = a.get("units")
         if units in (None, "", "<undefined>") or not a.get("scale"):
-            return data, None
+            return transposed, None
         scales.append(float(a["scale"]) * unit_to_nm(str(units), str(path)))
-    return data, (scales[0], scales[1])
+    return transposed, (scales[0], scales[1])
 
 
 def read_header(path) -> tuple[tuple[int, ...], tuple[float, float] | None]:
@@ -208,20 +213,9 @@ def read_header(path) -> tuple[tuple[int, ...], tuple[float, float] | None]:
             images = [s for s in signals if len([n for n in s["data"].shape if n != 1]) == 2]
             if not images:
                 return tuple(signals[0]["data"].shape) if signals else (), None
-            axes = [a for a in images[0]["axes"] if a.get("size", 2) > 1]
-            shape = tuple(int(a.get("size")) for a in axes) if len(axes) == 2 else tuple(
-                n for n in images[0]["data"].shape if n != 1)
-            if [str(a.get("name", "")).lower() for a in axes] == ["x", "y"]:
-                shape = shape[::-1]
-            scales = []
-            for a in axes:
-                units = a.get("units")
-                if units in (None, "", "<undefined>") or not a.get("scale") or len(axes) != 2:
-                    return shape, None
-                scales.append(float(a["scale"]) * unit_to_nm(str(units), str(path)))
-            if [str(a.get("name", "")).lower() for a in axes] == ["x", "y"]:
-                scales = scales[::-1]
-            return shape, (scales[0], scales[1])
+            shape = tuple(n for n in images[0]["data"].shape if n != 1)
+            transposed, px = _rsciio_calibration(images[0]["axes"], path)
+            return (shape[::-1] if transposed else shape), px
     except UserError:
         raise
     except Exception as e:

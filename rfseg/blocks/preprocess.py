@@ -173,13 +173,9 @@ def standardise(image: np.ndarray) -> np.ndarray:
     return ((image - image.mean()) / std).astype(np.float32)
 
 
-def resample(image: np.ndarray, pixel_size_yx_nm: tuple[float, float], target_nm: float, is_mask: bool = False):
-    """Resample to square pixels of ``target_nm`` nm/px.
-
-    Images: linear with anti-aliasing (float32); masks: nearest neighbour (bool). Raises UserError beyond
-    :data:`MAX_UPSAMPLING` or :data:`MAX_DOWNSAMPLING`, which almost always means a wrong pixel size."""
-    from skimage.transform import resize
-
+def check_resampling(pixel_size_yx_nm: tuple[float, float], target_nm: float) -> None:
+    """RecipeError (topic "pixel_size") when resampling from ``pixel_size_yx_nm`` to ``target_nm`` (nm/px) goes
+    beyond :data:`MAX_UPSAMPLING` or :data:`MAX_DOWNSAMPLING`, which almost always means a wrong pixel size."""
     py, px = pixel_size_yx_nm
     factor = max(py, px) / target_nm
     if factor > MAX_UPSAMPLING or 1 / factor > MAX_DOWNSAMPLING:
@@ -187,6 +183,17 @@ def resample(image: np.ndarray, pixel_size_yx_nm: tuple[float, float], target_nm
                           f"{MAX_UPSAMPLING:g}x up / {MAX_DOWNSAMPLING:g}x down that rfseg accepts",
                           "check the pixel size (rfseg preprocess --pixel-size; config: pixel_size_nm) and the target "
                           "(--target-pixel-size; config: preprocess.target_pixel_size_nm)", "pixel_size")
+
+
+def resample(image: np.ndarray, pixel_size_yx_nm: tuple[float, float], target_nm: float, is_mask: bool = False):
+    """Resample to square pixels of ``target_nm`` nm/px.
+
+    Images: linear with anti-aliasing (float32); masks: nearest neighbour (bool). Raises UserError beyond
+    :data:`MAX_UPSAMPLING` or :data:`MAX_DOWNSAMPLING`, which almost always means a wrong pixel size."""
+    from skimage.transform import resize
+
+    check_resampling(pixel_size_yx_nm, target_nm)
+    py, px = pixel_size_yx_nm
     shape = (max(1, round(image.shape[0] * py / target_nm)), max(1, round(image.shape[1] * px / target_nm)))
     if shape == image.shape:
         return image

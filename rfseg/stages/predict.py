@@ -80,7 +80,7 @@ def _check_micrograph(predictor: Predictor, path: Path, pixel_size_nm, on_pixel_
     """Why ``path`` cannot be segmented (one line), or None, from its header alone (reading every micrograph twice
     would cost a large job a third of its time): readable, 2-D, a pixel size the models can be resampled to. What
     only the pixels show (a constant image) is found when the micrograph is segmented."""
-    from rfseg.blocks.preprocess import MAX_DOWNSAMPLING, MAX_UPSAMPLING
+    from rfseg.blocks.preprocess import RecipeError, check_resampling
 
     try:
         io._checked_path(path, io.IMAGE_SUFFIXES, "image")
@@ -92,12 +92,12 @@ def _check_micrograph(predictor: Predictor, path: Path, pixel_size_nm, on_pixel_
         for v in px or ():
             io.check_pixel_size(v, path, "the pixel size given" if pixel_size_nm is not None else
                                 "the file's pixel size")
-        if predictor.target_pixel_size(px, path, on_pixel_mismatch, tolerance) is not None:
-            factor = max(px) / predictor.pixel_size_nm
-            if factor > MAX_UPSAMPLING or 1 / factor > MAX_DOWNSAMPLING:
-                raise UserError(f"{path}: {max(px):g} nm/px is a factor {factor:.3g} from the models' "
-                                f"{predictor.pixel_size_nm:g} nm/px, beyond the {MAX_UPSAMPLING:g}x up / "
-                                f"{MAX_DOWNSAMPLING:g}x down that rfseg resamples", fix=PIXEL_SIZE_FIX)
+        target = predictor.target_pixel_size(px, path, on_pixel_mismatch, tolerance)
+        if target is not None:
+            try:
+                check_resampling(px, target)  # the bound resampling itself applies
+            except RecipeError as e:
+                raise UserError(f"{path}: {e.problem}", fix=PIXEL_SIZE_FIX) from None
     except UserError as e:
         return str(e)
     return None
