@@ -26,6 +26,14 @@ from rfseg.stages.importer import PRETRAINED, SHIPPED, shipped_models
 from rfseg.stages.predict import Segmentation, segment_micrograph
 
 
+def is_model(entry) -> bool:
+    """Whether ``entry`` names models: a bundle folder, a folder of bundles, or a shipped bundle's name."""
+    path = Path(entry)
+    if not path.exists():
+        return str(entry) in SHIPPED
+    return bundle.is_bundle(path) or (path.is_dir() and any(bundle.is_bundle(p) for p in path.iterdir()))
+
+
 def model_folders(name_or_folders) -> list[Path]:
     """The bundle folders a name stands for: a shipped bundle's name (``au-5nm-423e``: its members), a folder of
     bundles (an ensemble folder: every bundle in it), a bundle folder, or a list of any of these.
@@ -42,16 +50,11 @@ def model_folders(name_or_folders) -> list[Path]:
     entries = [name_or_folders] if isinstance(name_or_folders, (str, Path)) else list(name_or_folders)
     folders = []
     for entry in entries:
-        path = Path(entry)
-        if not path.exists() and str(entry) in SHIPPED:
-            path = PRETRAINED / str(entry)
-        if bundle.is_bundle(path):
-            folders.append(path)
-        elif path.is_dir() and (members := sorted(p for p in path.iterdir() if bundle.is_bundle(p))):
-            folders += members
-        else:
+        if not is_model(entry):
             raise UserError(f"{entry}: neither a shipped model ({', '.join(SHIPPED)}; rfseg models lists them) nor "
                             f"a folder of model bundles (model.pt + model.json)")
+        path = Path(entry) if Path(entry).exists() else PRETRAINED / str(entry)
+        folders += [path] if bundle.is_bundle(path) else sorted(p for p in path.iterdir() if bundle.is_bundle(p))
     return folders
 
 

@@ -10,7 +10,6 @@ import argparse
 import inspect
 import json
 import sys
-from pathlib import Path
 
 from rfseg.errors import UserError
 
@@ -522,22 +521,11 @@ def _add_predict(p):
     p.set_defaults(func=_run_predict)
 
 
-def _is_model(path: str) -> bool:
-    """A bundle folder, a folder of bundles (an ensemble) or a shipped bundle's name."""
-    from rfseg.blocks.bundle import is_bundle
-    from rfseg.stages.importer import SHIPPED
-
-    p = Path(path)
-    if not p.exists():
-        return path in SHIPPED
-    return is_bundle(p) or (p.is_dir() and any(is_bundle(c) for c in p.iterdir()))
-
-
 def _run_predict(args):
-    from rfseg.api import model_folders
+    from rfseg.api import is_model, model_folders
     from rfseg.stages.predict import predict, select_best
 
-    models = [p for p in args.paths if _is_model(p)]
+    models = [p for p in args.paths if is_model(p)]
     images = [p for p in args.paths if p not in models]
     if not models:
         raise UserError("no model given: the first arguments must be model folders (model.pt + model.json), a "

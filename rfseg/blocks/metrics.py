@@ -25,8 +25,11 @@ def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
 
 def pooled_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Global (pooled-pixel) dice, IoU, precision and recall of a hard prediction. Empty-vs-empty scores 1."""
-    tp, fp, fn = confusion(pred, truth)
+    return scores_from_counts(*confusion(pred, truth))
 
+
+def scores_from_counts(tp: float, fp: float, fn: float) -> dict[str, float]:
+    """Global dice, IoU, precision and recall from pooled pixel counts (true/false positives, false negatives)."""
     def ratio(a, b):
         return a / b if b else 1.0
 

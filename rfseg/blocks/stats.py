@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from rfseg.blocks.metrics import scores_from_counts
+
 METRICS = ["hard_dice", "soft_dice", "global_dice", "iou", "precision", "recall", "calibration_error"]
 KEYS = ["dataset", "method", "arch", "blocks", "pools", "dilations", "mode", "params", "rf_px", "rf_nm"]
 
@@ -25,10 +27,7 @@ def _pooled(g: pd.DataFrame) -> dict:
             out[m] = float((g[m] * w).sum() / w.sum())
     if all(c in g for c in PIXEL_COUNTS):
         tp, fp, fn = (float(g[c].sum()) for c in PIXEL_COUNTS)
-        ratio = (lambda a, b: a / b if b else 1.0)
-        out.update({"global_dice": ratio(2 * tp, 2 * tp + fp + fn), "iou": ratio(tp, tp + fp + fn),
-                    "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "tp_px": tp, "fp_px": fp,
-                    "fn_px": fn})
+        out.update({**scores_from_counts(tp, fp, fn), "tp_px": tp, "fp_px": fp, "fn_px": fn})
     for c in ("n_test_patches", "n_particles_true", "n_particles_pred"):
         if c in g:
             out[c] = g[c].sum()
