@@ -1,21 +1,48 @@
-"""Benchmarks of rfseg: each module prints JSON (see README, Performance)."""
+"""Benchmarks of rfseg: each module prints JSON (see docs/explanation/performance.md)."""
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_kind(model: str, flags: set[str]) -> str:
+    """A short name for the kind of CPU, as stored benchmark file names use it: e.g. ``amd-epyc-bf16``,
+    ``intel-xeon-amx``, ``amd-epyc-fp32``."""
+    vendor = "intel-xeon" if "xeon" in model.lower() else "amd-epyc" if "epyc" in model.lower() else "cpu"
+    if "amx_bf16" in flags:
+        return f"{vendor}-amx"
+    return f"{vendor}-bf16" if "avx512_bf16" in flags else f"{vendor}-fp32"
 
 
 def machine(threads: int) -> dict:
-    """What a benchmark ran on: CPU model, cores, the threads it used, bfloat16 support, GPU, torch version."""
+    """What a benchmark ran on and when: CPU model, its kind and relevant flags (AVX2, AVX-512, bfloat16, AMX),
+    cores, the threads it used, bfloat16 support as PyTorch sees it, GPU, torch version, the commit of the code
+    (with ``+dirty`` when it had uncommitted changes) and the date."""
+    import datetime
     import os
     import platform
+    import subprocess
     from pathlib import Path
 
     import torch
 
     from rfseg.blocks.runtime import cpu_supports_bf16
 
-    cpu = platform.processor() or platform.machine()
+    model, flags = platform.processor() or platform.machine(), set()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in info if line.startswith("flags")))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "bf16": cpu_supports_bf16(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": model, "kind": cuda or cpu_kind(model, flags), "flags": sorted(flags & set(FLAGS)),
+            "cores": os.cpu_count(), "threads": threads, "bf16": cpu_supports_bf16(), "cuda": cuda,
+            "torch": torch.__version__, "commit": commit, "date": datetime.date.today().isoformat()}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -84,6 +83,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--pixel-size", type=float, default=0.02152)
+    import torch
+
+    from benchmarks import machine
+
     args = ap.parse_args(argv)
     folder = Path(args.bundles) if "/" in args.bundles else PRETRAINED / args.bundles
     bundles = members(folder)
@@ -93,7 +96,7 @@ def main(argv=None):
     result.update({"bundles": args.bundles, "data": args.raw or (f"simulated hrtem seed {args.seed}, micrographs "
                                                                 f"{args.first}-{args.n_images - 1}"),
                    "seconds": time.perf_counter() - t0,
-                   "machine": {"cpu": platform.processor() or platform.machine(), "python": sys.version.split()[0]}})
+                   "machine": machine(torch.get_num_threads())})
     print(json.dumps(result, indent=2))
 
 

@@ -19,7 +19,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import time
@@ -27,6 +26,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from benchmarks import machine
 
 
 def _data(n, size, seed=0):
@@ -273,9 +274,7 @@ def main(argv=None):
         train_cfgs = [(a, s, b) for a in archs for s, b in ((256, 16), (512, 8), (512, 32))]
         steps, inf, acc_epochs = (50 if cuda else 20), ("n2_p44", 4096, 512, 0.5), 15
     methods = ("reference", "rfseg", "rfseg_cudnn_benchmark") if cuda else ("reference", "rfseg")
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                          "cuda": torch.cuda.get_device_name(0) if cuda else None,
-                          "torch": torch.__version__},
+    result = {"machine": machine(args.threads),
               "quick": args.quick, "training": []}
     for arch, size, batch in train_cfgs if "training" in sections else []:
         row = {"arch": arch, "patch_px": size, "batch": batch, "steps": steps}

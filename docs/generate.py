@@ -2,8 +2,25 @@
 
 - ``reference/cli.md``: every ``rfseg`` command and option, from the argparse parser (``rfseg.cli``);
 - ``reference/config.md``: every config key, from ``workflow/schemas/config.schema.yaml``;
-- tables in any page between ``<!-- table: FILE [columns=a,b,...] [where=col=value] -->`` and ``<!-- /table -->``,
-  rendered from the CSV ``FILE`` (a path relative to the repository).
+- tables in any page between ``<!-- table: SOURCE OPTION=VALUE ... -->`` and ``<!-- /table -->``, rendered from a
+  stored file, with a line naming the file and the machine, commit and date that measured it.
+
+``SOURCE`` is a CSV or JSON file, or a glob of JSON files (one table over all of them, with a ``file`` column), relative
+to the repository. Options (values with spaces in quotes):
+
+- ``records=KEY.KEY``: the list of records inside each JSON file (default: the file is one record); nested keys
+  become ``a.b`` columns, and the file's ``machine`` fields are added to each record as ``machine.*``;
+- ``where=COLUMN=VALUE`` (repeatable; ``VALUE`` may list alternatives ``a|b``): keep the matching rows;
+- ``group=A,B`` with ``mean_std=X,Y``: one row per group, each ``X`` as ``mean ± std`` over the group's rows (sample
+  std), and the group's size as ``n``; ``pivot=COLUMN`` then spreads one ``mean_std`` column over that column's values;
+- ``label.COLUMN="value=text|value=text"``: show a column's values as text (applied before grouping);
+- ``sort=A,B``: order the rows by these columns (default: as they come in the file);
+- ``columns=A,B``: the columns shown, in order; ``headers="A:label|B:label"``: their headings;
+- ``digits=N``: decimals of floats (default 3; values of 100 and more are shown without decimals);
+  ``digits.COLUMN=N`` for one column.
+
+Where a file was measured comes from its own ``machine`` (and ``commit``, ``date``) fields, else from
+``docs/data/measured.yaml``; a table whose source says neither fails the check.
 
 Usage: ``python docs/generate.py`` writes them; ``python docs/generate.py --check`` exits 1 naming every page that
 differs from what it would write (the test suite runs it).
@@ -15,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -96,25 +114,123 @@ def config_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _format(value) -> str:
+MEASURED = ROOT / "docs/data/measured.yaml"
+
+
+def _format(value, digits: int = 3) -> str:
     if isinstance(value, float):
-        return "" if pd.isna(value) else f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+        return "" if pd.isna(value) else f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
 
 
+def _records(path: Path, key: str | None) -> pd.DataFrame:
+    data = json.loads(path.read_text())
+    machine = data.get("machine") if isinstance(data, dict) else None
+    rows = data
+    for part in key.split(".") if key else []:
+        rows = rows[part]
+    table = pd.json_normalize(rows if isinstance(rows, list) else [rows], sep=".")
+    for name, value in (machine or {}).items():
+        table[f"machine.{name}"] = value
+    table.insert(0, "file", path.stem)
+    return table
+
+
+def _load(source: str, key: str | None) -> tuple[pd.DataFrame, list[Path]]:
+    paths = sorted(ROOT.glob(source)) if any(c in source for c in "*?[") else [ROOT / source]
+    if not paths or not all(p.is_file() for p in paths):
+        raise SystemExit(f"docs table: no file {source}")
+    if paths[0].suffix == ".csv":
+        return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True), paths
+    return pd.concat([_records(p, key) for p in paths], ignore_index=True), paths
+
+
+def _mean_std(values: pd.Series, digits: int) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return _format(float(values.iloc[0]), digits)
+    return f"{_format(float(values.mean()), digits)} ± {_format(float(values.std()), digits)}"
+
+
+def _aggregate(table: pd.DataFrame, options: dict) -> pd.DataFrame:
+    group = options["group"].split(",")
+    digits = int(options.get("digits", 3))
+    values = options["mean_std"].split(",")
+    if "pivot" in options:
+        (value,) = values
+        pivot = options["pivot"]
+        order = list(dict.fromkeys(table[pivot]))
+        cells = table.groupby([*group, pivot], sort=False, dropna=False)[value].apply(lambda v: _mean_std(v, digits))
+        wide = cells.unstack(pivot)[order].reset_index()
+        wide.columns = [*group, *map(str, order)]
+        first = table.drop_duplicates(group)[group].reset_index(drop=True)
+        return first.merge(wide, on=group, how="left")
+    grouped = table.groupby(group, sort=False, dropna=False)
+    out = grouped[values].agg(lambda v: _mean_std(v, digits)).reset_index()
+    out["n"] = grouped.size().values
+    return out
+
+
+def _where(paths: list[Path], table: pd.DataFrame) -> str:
+    """One line naming the files and the machine, commit and date that measured them."""
+    measured = yaml.safe_load(MEASURED.read_text()) if MEASURED.is_file() else {}
+    parts = []
+    for path in paths:
+        name = str(path.relative_to(ROOT))
+        entry = dict(measured.get(name) or {})
+        data = json.loads(path.read_text()) if path.suffix == ".json" else {}
+        own = data.get("machine") if isinstance(data, dict) else None
+        if isinstance(own, dict):
+            entry.setdefault("commit", own.get("commit"))
+            entry.setdefault("date", own.get("date"))
+            if own.get("kind") and "machine" not in entry:
+                entry["machine"] = own["kind"]
+        missing = [k for k in ("machine", "commit", "date") if not entry.get(k)]
+        if missing:
+            raise SystemExit(f"docs table: {name} does not say its {', '.join(missing)}: add it to "
+                             f"{MEASURED.relative_to(ROOT)}")
+        parts.append((name, entry["machine"], str(entry["commit"]), str(entry["date"])))
+    machines = {p[1:] for p in parts}
+    files = ", ".join(f"`{p[0]}`" for p in parts)
+    if len(machines) == 1:
+        machine, commit, date = machines.pop()
+        return f"*From {files}; measured on {machine}, commit {commit}, {date}.*\n"
+    each = "; ".join(f"`{p[0]}`: {p[1]}, commit {p[2]}, {p[3]}" for p in parts)
+    return f"*Measured: {each}.*\n"
+
+
 def render_table(spec: str) -> str:
-    """A Markdown table from ``FILE [columns=a,b] [where=col=value]`` (relative to the repository)."""
-    words = spec.split()
-    table = pd.read_csv(ROOT / words[0])
-    options = dict(w.split("=", 1) for w in words[1:])
-    if "where" in options:
-        column, value = options["where"].split("=", 1)
-        table = table[table[column].astype(str) == value]
+    """A Markdown table and its source line from a table marker's spec (see the module's docstring)."""
+    words = shlex.split(spec)
+    options: dict = {}
+    wheres = []
+    for word in words[1:]:
+        key, value = word.split("=", 1)
+        if key == "where":
+            wheres.append(value.split("=", 1))
+        else:
+            options[key] = value
+    table, paths = _load(words[0], options.get("records"))
+    for column, value in wheres:
+        table = table[table[column].astype(str).isin(value.split("|"))]
+    for key in [k for k in options if k.startswith("label.")]:
+        column = key.split(".", 1)[1]
+        labels = dict(pair.split("=", 1) for pair in options[key].split("|"))
+        table[column] = [labels.get(_format(v) if isinstance(v, float) else str(v), v) for v in table[column]]
+    if "group" in options:
+        table = _aggregate(table, options)
+    if "sort" in options:
+        table = table.sort_values(options["sort"].split(","), kind="stable")
     if "columns" in options:
         table = table[options["columns"].split(",")]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(_format(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    headers = dict(h.split(":", 1) for h in options["headers"].split("|")) if "headers" in options else {}
+    digits = [int(options.get(f"digits.{c}", options.get("digits", 3))) for c in table.columns]
+    lines = ["| " + " | ".join(headers.get(c, c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_format(v, d) for v, d in zip(row, digits)) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n\n" + _where(paths, table)
 
 
 def with_tables(text: str) -> str:

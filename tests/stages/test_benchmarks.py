@@ -63,3 +63,34 @@ def test_predict_job_benchmark_quick_mode_prints_json():
         assert len(run["micrograph_seconds"]) == 2 and run["job_mpx_per_s"] > 0
         # 512 px micrographs are one 512 px tile each: far below the work from which auto compiles
         assert run["tile_mpx_per_micrograph"] == 512**2 / 1e6 and run["compiled_at_micrograph"] is None
+
+
+def test_every_benchmark_names_its_cpu_kind_flags_commit_and_date():
+    from benchmarks import cpu_kind, machine
+
+    info = machine(1)
+    assert info["kind"] == cpu_kind(info["cpu"], set(info["flags"])) and info["threads"] == 1
+    assert set(info["flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
+    assert info["commit"] and len(info["date"]) == 10
+    # the kinds the project's machines are: the file names and the docs' table use these
+    assert cpu_kind("Intel(R) Xeon(R) Processor", {"amx_bf16", "amx_tile", "avx512_bf16"}) == "intel-xeon-amx"
+    assert cpu_kind("AMD EPYC 9B14", {"avx512_bf16", "avx512f"}) == "amd-epyc-bf16"
+    assert cpu_kind("AMD EPYC 7B13", {"avx2"}) == "amd-epyc-fp32"
+
+
+def test_pipeline_stages_sums_jobs_per_stage_and_the_wall_time(tmp_path):
+    import os
+
+    bench = tmp_path / "results/benchmarks"
+    (bench / "train").mkdir(parents=True)
+    for i, (name, seconds, end) in enumerate([("train/a.tsv", 30.0, 1000.0), ("train/b.tsv", 50.0, 1040.0),
+                                              ("simulate.tsv", 20.0, 990.0)]):
+        (bench / name).write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:{int(seconds)}\t{100 + i}\n")
+        os.utime(bench / name, (end, end))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.pipeline_stages", str(tmp_path / "results")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    stages = {s["stage"]: s for s in out["stages"]}
+    assert stages["train"]["jobs"] == 2 and stages["train"]["seconds_total"] == 80 and stages["simulate"]["jobs"] == 1
+    assert out["job_seconds_total"] == 100 and out["wall_seconds"] == 1040 - 970 and out["machine"]["kind"]

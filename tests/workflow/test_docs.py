@@ -118,3 +118,27 @@ def test_the_outputs_reference_lists_every_column(done_workflow):
              "summary": results / "summary.csv", "paired": results / "tiny/paired.csv"}
     for kind, path in files.items():
         assert documented_columns(kind) == set(pd.read_csv(path).columns), kind
+
+
+def test_a_docs_table_is_computed_from_its_file_and_names_where_it_was_measured(tmp_path, monkeypatch):
+    """Tables are computed from the stored rows (means ± std over seeds, filters, labels), say which machine and
+    commit measured them, and refuse a file that does not say so."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import generate
+
+    rows = tmp_path / "runs.csv"
+    rows.write_text("setting,arch,seed,dice\na,n1,1,0.5\na,n1,2,0.7\na,n2,1,0.9\nb,n1,1,0.1\nb,n2,1,0.2\n")
+    monkeypatch.setattr(generate, "ROOT", tmp_path)
+    monkeypatch.setattr(generate, "MEASURED", tmp_path / "measured.yaml")
+    with pytest.raises(SystemExit, match="runs.csv does not say its machine, commit, date"):
+        generate.render_table("runs.csv")
+    (tmp_path / "measured.yaml").write_text("runs.csv: {machine: a test CPU, commit: abc1234, date: 2026-01-02}\n")
+    table = generate.render_table('runs.csv where=setting=a label.setting="a=first" group=setting mean_std=dice '
+                                  'pivot=arch "headers=setting:the setting"')
+    assert table.splitlines()[:3] == ["| the setting | n1 | n2 |", "|---|---|---|", "| first | 0.600 ± 0.141 | 0.900 |"]
+    assert "measured on a test CPU, commit abc1234, 2026-01-02" in table
+    (tmp_path / "bench.json").write_text(json.dumps({"machine": {"kind": "amd-epyc-bf16", "commit": "d00d",
+                                                                 "date": "2026-02-03"},
+                                                     "sets": [{"set": "small", "rfseg": {"epoch_s": 0.61}}]}))
+    table = generate.render_table("bench.json records=sets columns=set,rfseg.epoch_s,machine.kind digits=1")
+    assert "| small | 0.6 | amd-epyc-bf16 |" in table and "commit d00d, 2026-02-03" in table
