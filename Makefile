@@ -48,9 +48,10 @@ docs: $(STAMP)
 	$(BIN)/python docs/generate.py
 	$(BIN)/mkdocs build --strict
 
-# Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another).
+# Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another);
+# the 20 slowest are listed at the end, so the suite's time budget can be watched from any run.
 TEST_WORKERS ?= auto
-PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS)
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20
 
 test: $(STAMP)
 	$(PYTEST) $(PYTEST_ARGS)
