@@ -13,6 +13,7 @@ to the repository. Options (values with spaces in quotes):
 - ``where=COLUMN=VALUE`` (repeatable; ``VALUE`` may list alternatives ``a|b``): keep the matching rows;
 - ``group=A,B`` with ``mean_std=X,Y``: one row per group, each ``X`` as ``mean ± std`` over the group's rows (sample
   std), and the group's size as ``n``; ``pivot=COLUMN`` then spreads one ``mean_std`` column over that column's values;
+- ``pm=X,Y``: a column ``X`` showing the stored ``X_mean`` and ``X_std`` as ``mean ± std`` (a summary file's columns);
 - ``label.COLUMN="value=text|value=text"``: show a column's values as text (applied before grouping);
 - ``sort=A,B``: order the rows by these columns (default: as they come in the file);
 - ``columns=A,B``: the columns shown, in order; ``headers="A:label|B:label"``: their headings;
@@ -219,6 +220,10 @@ def render_table(spec: str) -> str:
         column = key.split(".", 1)[1]
         labels = dict(pair.split("=", 1) for pair in options[key].split("|"))
         table[column] = [labels.get(_format(v) if isinstance(v, float) else str(v), v) for v in table[column]]
+    digits_all = int(options.get("digits", 3))
+    for name in options.get("pm", "").split(",") if options.get("pm") else []:
+        table[name] = [_format(m, digits_all) if pd.isna(sd) else f"{_format(m, digits_all)} ± {_format(sd, digits_all)}"
+                       for m, sd in zip(table[f"{name}_mean"], table[f"{name}_std"])]
     if "group" in options:
         table = _aggregate(table, options)
     if "sort" in options:
