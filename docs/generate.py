@@ -8,8 +8,9 @@
 ``SOURCE`` is a CSV or JSON file, or a glob of JSON files (one table over all of them, with a ``file`` column), relative
 to the repository. Options (values with spaces in quotes):
 
-- ``records=KEY.KEY``: the list of records inside each JSON file (default: the file is one record); nested keys
-  become ``a.b`` columns, and the file's ``machine`` fields are added to each record as ``machine.*``;
+- ``records=KEY.KEY``: the list of records inside each JSON file (default: the file is one record), or a mapping of
+  names to records (each record then gets its name as ``key``); nested keys become ``a.b`` columns, and the file's
+  ``machine`` fields are added to each record as ``machine.*``;
 - ``where=COLUMN=VALUE`` (repeatable; ``VALUE`` may list alternatives ``a|b``): keep the matching rows;
 - ``group=A,B`` with ``mean_std=X,Y``: one row per group, each ``X`` as ``mean ± std`` over the group's rows (sample
   std), and the group's size as ``n``; ``pivot=COLUMN`` then spreads one ``mean_std`` column over that column's values;
@@ -130,6 +131,8 @@ def _records(path: Path, key: str | None) -> pd.DataFrame:
     rows = data
     for part in key.split(".") if key else []:
         rows = rows[part]
+    if isinstance(rows, dict) and rows and all(isinstance(v, dict) for v in rows.values()):
+        rows = [{"key": name, **record} for name, record in rows.items()]
     table = pd.json_normalize(rows if isinstance(rows, list) else [rows], sep=".")
     for name, value in (machine or {}).items():
         table[f"machine.{name}"] = value

@@ -142,6 +142,10 @@ def test_a_docs_table_is_computed_from_its_file_and_names_where_it_was_measured(
                                                      "sets": [{"set": "small", "rfseg": {"epoch_s": 0.61}}]}))
     table = generate.render_table("bench.json records=sets columns=set,rfseg.epoch_s,machine.kind digits=1")
     assert "| small | 0.6 | amd-epyc-bf16 |" in table and "commit d00d, 2026-02-03" in table
+    (tmp_path / "bench.json").write_text(json.dumps({"machine": {"kind": "k", "commit": "d00d", "date": "2026-02-03"},
+                                                     "sets": {"a": {"dice": 0.5}, "b": {"dice": 0.25}}}))
+    table = generate.render_table("bench.json records=sets columns=key,dice")  # a mapping of names to records
+    assert "| a | 0.500 |" in table and "| b | 0.250 |" in table
     (tmp_path / "summary.csv").write_text("arch,dice_mean,dice_std\nn1,0.8,0.01\nfourier,0.4,\n")
     (tmp_path / "measured.yaml").write_text("summary.csv: {machine: a test CPU, commit: abc1234, date: 2026-01-02}\n")
     table = generate.render_table("summary.csv pm=dice columns=arch,dice")
