@@ -56,7 +56,8 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
     cheapest_within_interval`), with the evidence in the reason. Architectures with a flagged run (no particle or
     every pixel predicted, or a loss that never fell) are left out; a flagged reference, or nothing left, is
     refused. When no gain clears its interval the answer says it cannot tell, with how many test micrographs would
-    (:func:`micrographs_needed`)."""
+    (:func:`micrographs_needed`), unless that interval is already narrower than :data:`TARGET_HALF_WIDTH`: then the
+    receptive fields score alike within it and the cheapest is recommended as measured (``alike``)."""
     nets = paired[(paired["dataset"] == dataset) & (paired["method"] == "unet")]
     if nets.empty:
         raise UserError(f"no paired differences for dataset {dataset!r}: run its sweep and 'rfseg paired' first")
@@ -74,10 +75,16 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
     ref = best["reference"] if "reference" in best else nets.sort_values("rf_px")["arch"].iloc[0]
     n, seeds = int(best["n_micrographs"]), int(best["n_seeds"])
     span = f"{n} test micrographs x {seeds} seeds; hard dice minus {ref}'s, 95 % bootstrap interval"
+    alike = False
     if c["worse"]:
         why = (f"every larger RF scores measurably lower than the smallest ({span}): "
                + "; ".join(f"{r.arch} {_gain(r._asdict())}" for r in nets[nets["arch"] != ref].itertuples())
                + f"; so the smallest RF, {pick['arch']}")
+    elif not c["resolved"] and _half_width(best) < TARGET_HALF_WIDTH:
+        alike = True
+        why = (f"no larger RF scores measurably higher ({span}): the best, {best['arch']}, gains {_gain(best)}, an "
+               f"interval that includes 0 and is narrower than +/-{TARGET_HALF_WIDTH}, so the receptive fields score "
+               f"alike here within {_half_width(best):.3f}; the cheapest, {pick['arch']}, costs least")
     elif not c["resolved"]:
         half = _half_width(best)
         need = micrographs_needed(n, half)
@@ -88,11 +95,13 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
     else:
         why = (f"{best['arch']} gains {_gain(best)} over {ref} ({span}); {pick['arch']} is the smallest RF whose mean "
                f"gain ({pick['diff_mean']:+.3f}) reaches that interval's lower bound")
-    return {"dataset": dataset, "basis": "measured (paired differences)" if c["resolved"] else
-            f"cannot tell with {n} test micrographs x {seeds} seeds", "arch": pick["arch"],
+    basis = ("measured (paired differences)" if c["resolved"] else
+             "measured (paired differences): no larger RF does better" if alike else
+             f"cannot tell with {n} test micrographs x {seeds} seeds")
+    return {"dataset": dataset, "basis": basis, "arch": pick["arch"], "alike": alike,
             "rf_px": int(pick["rf_px"]), "rf_nm": _nm(pick), "resolved": c["resolved"], "best_arch": best["arch"],
             "test_micrographs": n, "seeds": seeds,
-            "micrographs_needed": None if c["resolved"] else micrographs_needed(n, _half_width(best)),
+            "micrographs_needed": None if c["resolved"] or alike else micrographs_needed(n, _half_width(best)),
             "best_gain": float(best["diff_mean"]), "best_gain_ci": [float(best["diff_ci_low"]),
                                                                      float(best["diff_ci_high"])],
             "reason": why}

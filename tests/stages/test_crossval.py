@@ -123,6 +123,16 @@ def test_recommend_says_when_the_data_cannot_tell_and_how_many_micrographs_would
     assert "+0.020 [-0.040, +0.080]" in out and "about 32 test micrographs would bring its half-width (0.060)" in out
     rec = json.loads(cli("recommend", "d", "--paired", tmp_path / "paired.csv", "--json", check_rc=0).stdout)
     assert rec["resolved"] is False and rec["micrographs_needed"] == 32  # 8 * (0.06 / 0.03)^2
+    # an interval that includes 0 but is already narrower than +/-0.03: the data can tell, the RFs score alike
+    narrow = pd.DataFrame(rows)
+    narrow.loc[1:, ["diff_mean", "diff_ci_low", "diff_ci_high", "ci_half_width"]] = [[-0.003, -0.007, 0.003, 0.005],
+                                                                                      [-0.02, -0.03, -0.01, 0.01]]
+    narrow.to_csv(tmp_path / "narrow.csv", index=False)
+    out = cli("recommend", "d", "--paired", tmp_path / "narrow.csv", check_rc=0).stdout
+    assert out.startswith("d: use n2_p22 (RF 44 px) [measured (paired differences): no larger RF does better]")
+    assert "no larger RF scores measurably higher" in out and "alike here within 0.005" in out
+    rec = json.loads(cli("recommend", "d", "--paired", tmp_path / "narrow.csv", "--json", check_rc=0).stdout)
+    assert rec["alike"] is True and rec["micrographs_needed"] is None
 
 
 def test_folds_pool_into_one_row_per_run():
