@@ -94,3 +94,27 @@ def test_pipeline_stages_sums_jobs_per_stage_and_the_wall_time(tmp_path):
     stages = {s["stage"]: s for s in out["stages"]}
     assert stages["train"]["jobs"] == 2 and stages["train"]["seconds_total"] == 80 and stages["simulate"]["jobs"] == 1
     assert out["job_seconds_total"] == 100 and out["wall_seconds"] == 1040 - 970 and out["machine"]["kind"]
+
+
+def test_realism_verdict_puts_each_simulated_figure_beside_the_real_one_and_its_band(tmp_path):
+    from benchmarks.realism import CROSS, REAL, conditions_figure, interval, verdict
+
+    assert interval([0.5] * 8) == [0.5, 0.5]
+    low, high = interval([0.2, 0.4, 0.6, 0.8])
+    assert 0.2 <= low < 0.5 < high <= 0.8
+    sets = {name: {"bundle": name.replace("_", "-"), "micrographs": 8, "mean_dice": REAL[name] + shift,
+                   "mean_dice_ci": [REAL[name] + shift - 0.01, REAL[name] + shift + 0.01],
+                   "lab_contrast_median": 0.25}
+            for name, shift in [("au_5nm_423e", -0.049), ("au_5nm_80e", 0.031), ("au_5nm_884e", 0.0),
+                                ("au_2.2nm_423e", -0.5), ("au_10nm_425e", 0.0)]}
+    cross = {key: {"mean_dice": CROSS[key] + 0.07, "mean_dice_ci": [CROSS[key], CROSS[key] + 0.09]} for key in CROSS}
+    out = verdict(sets, cross)
+    passes = {r["set"]: r["passes"] for r in out["conditions"]}
+    # within 0.05 below to 0.03 above the network's real figure
+    assert passes == {"au_5nm_423e": True, "au_5nm_80e": False, "au_5nm_884e": True, "au_2.2nm_423e": False,
+                      "au_10nm_425e": True}
+    assert all(r["passes"] for r in out["cross"]) and len(out["cross"]) == 4
+    contrast = {r["set"]: r["passes"] for r in out["contrast"]}
+    assert contrast == {"au_5nm_80e": True, "au_5nm_884e": False}  # real 0.239 and 0.576, within 0.03
+    conditions_figure(out, tmp_path / "conditions.png")
+    assert (tmp_path / "conditions.png").stat().st_size > 10_000
