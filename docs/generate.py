@@ -135,7 +135,7 @@ def _records(path: Path, key: str | None) -> pd.DataFrame:
         rows = [{"key": name, **record} for name, record in rows.items()]
     table = pd.json_normalize(rows if isinstance(rows, list) else [rows], sep=".")
     for name, value in (machine or {}).items():
-        table[f"machine.{name}"] = value
+        table[f"machine.{name}"] = [", ".join(map(str, value)) if isinstance(value, list) else value] * len(table)
     table.insert(0, "file", path.stem)
     return table
 
@@ -190,7 +190,8 @@ def _where(paths: list[Path], table: pd.DataFrame) -> str:
             entry.setdefault("commit", own.get("commit"))
             entry.setdefault("date", own.get("date"))
             if own.get("kind") and "machine" not in entry:
-                entry["machine"] = own["kind"]
+                cores = f", {own['cores']} cores" if own.get("cores") else ""
+                entry["machine"] = f"{own['kind']} ({own.get('cpu', 'CPU')}{cores})"
         missing = [k for k in ("machine", "commit", "date") if not entry.get(k)]
         if missing:
             raise SystemExit(f"docs table: {name} does not say its {', '.join(missing)}: add it to "

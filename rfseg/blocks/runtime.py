@@ -61,7 +61,7 @@ def autocast_factory(device: torch.device, dtype: torch.dtype | None):
 def inference_precision(precision: str, device) -> str:
     """The precision inference actually uses. "auto" means bfloat16 on a CPU with bf16 support (2-4x faster there)
     but float32 on a GPU, where these small networks measured faster without autocast at the default overlap (108
-    against 75 Mpx/s at 50 % on an H200, README)."""
+    against 75 Mpx/s at 50 % on an H200, docs/explanation/performance.md)."""
     return "fp32" if precision == "auto" and torch.device(device).type == "cuda" else precision
 
 

@@ -40,7 +40,7 @@ HEAD_INITS = {"kaiming": None, "small": 0.01}  # std of the output layer's initi
 class TrainConfig:
     """Training settings. The defaults are the paper's (cross-entropy, Adam, Kaiming init) except the output layer's:
     ``head_bias="zero"``, ``head_bias_lr_scale=1`` and ``head_init="kaiming"`` give the paper's exactly (see the
-    README, seed stability)."""
+    docs/explanation/demo.md)."""
 
     epochs: int = 100
     batch_size: int = 32

@@ -14,11 +14,12 @@ Recipe (all lengths in Å inside this module, as abTEM uses):
   sigma: vibration, drift and instabilities, which damp real lattice and speckle contrast about threefold against
   ideal simulations, the Stobbs factor); a slow illumination change of up to 10 % over the field; Fourier crop to
   the output grid.
-- Camera: shot noise at a dose drawn log-uniformly from a range, 35 % of it counted (DQE of a scintillator camera
-  at 300 kV), then signal and noise alike blurred by a Gaussian point spread of 1 px (sigma), which makes the noise
+- Camera: shot noise at a dose drawn log-uniformly from a range, half of it counted (DQE 0.5, of a scintillator
+  camera at 300 kV), then signal and noise alike blurred by a Gaussian point spread of 1 px (sigma), which makes the noise
   coarse-grained as on real cameras.
 The mask of a particle is the convex hull of its projected atoms grown by 1.44 Å. These defaults were chosen by
-``benchmarks/realism.py``: the published real-data networks judge such micrographs as they judge real ones (README).
+``benchmarks/realism.py``: at 5 nm and 423 e/Å² the published real-data networks judge such micrographs as they
+judge real ones (docs/explanation/simulator.md).
 """
 
 from __future__ import annotations
