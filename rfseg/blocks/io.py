@@ -490,12 +490,14 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def check_output_dir(path, reads=()) -> Path:
+def check_output_dir(path, reads=(), look_inside: bool = True, lock_held: bool = False) -> Path:
     """The output folder ``path`` after checking that replacing it loses nothing rfseg did not write.
 
     Raises UserError if ``path`` is a file, the working folder or a mount point (neither can be replaced), holds or
-    lies inside any of the paths in ``reads`` (the inputs of the run), or holds a file rfseg's marker does not list (a
-    user's file, or a folder rfseg never wrote)."""
+    lies inside any of the paths in ``reads`` (the inputs of the run), or (with ``look_inside``) holds a file rfseg's
+    marker does not list (a user's file, or a folder rfseg never wrote). Unless the caller holds the output's lock
+    (``lock_held``), another rfseg run replacing the folder at that moment is reported as such, not as a foreign
+    file: between its two renames the folder is briefly absent."""
     path = Path(path)
     if path.is_file():
         raise UserError(f"{path}: the output folder is an existing file: choose a folder name (--out)")
@@ -509,8 +511,10 @@ def check_output_dir(path, reads=()) -> Path:
         if _inside(r, resolved) or _inside(resolved, r):
             raise UserError(f"{path}: the output folder and the input {r} overlap: choose a separate output folder "
                             f"(--out)")
-    if path.is_dir():
+    if look_inside and path.is_dir():
         foreign = foreign_files(path)
+        if foreign and not lock_held and _writer_active(path):
+            raise _busy_error(path)
         if foreign:
             raise UserError(f"{path}: the output folder holds files that rfseg did not write ({_listing(foreign)}): "
                             f"move them away or choose another output folder (--out); rfseg replaces only what it "
@@ -520,6 +524,29 @@ def check_output_dir(path, reads=()) -> Path:
 
 def _lock_file(path: Path) -> Path:
     return path.parent / f".{path.name}.rfseg-lock"
+
+
+def _busy_error(path: Path) -> UserError:
+    return UserError(f"{path}: another rfseg command is writing this output now: wait for it to end or choose "
+                     f"another output folder (--out)")
+
+
+def _writer_active(path: Path) -> bool:
+    """Whether another process holds the output lock of ``path`` now (:func:`output_lock`)."""
+    import fcntl
+
+    try:
+        fd = os.open(_lock_file(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -539,8 +566,7 @@ def output_lock(path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"{path}: another rfseg command is writing this output now: wait for it to end or "
-                            f"choose another output folder (--out)") from None
+            raise _busy_error(path) from None
         try:  # the holder before us may have removed the file after we opened it: lock the file now there
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:
                 break
@@ -579,10 +605,10 @@ def atomic_dir(path: str | os.PathLike, reads=()):
     :func:`check_output_dir`). The run holds the output's lock (:func:`output_lock`); the folder written carries
     :data:`OUTPUT_MARKER` listing its files. The old folder is moved aside, the new one renamed into place, then the
     old one deleted, so at every moment ``path`` is either the old or the new complete folder."""
-    path = check_output_dir(path, reads)
+    path = check_output_dir(path, reads, look_inside=False)  # what needs no lock; the contents once it is held
     tmp = None
     with output_lock(path):
-        check_output_dir(path, reads)  # again, now that no other run can be changing it
+        check_output_dir(path, reads, lock_held=True)  # now that no other run can be changing it
         _remove_stale_temporaries(path)
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))

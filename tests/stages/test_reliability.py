@@ -14,6 +14,7 @@ import torch
 
 from rfseg.blocks import io
 from rfseg.blocks.models import ArchSpec
+from rfseg.errors import UserError
 from rfseg.stages.train import TrainConfig, train
 from support import make_patch_dir, one_line_error
 
@@ -316,3 +317,16 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(cli, tmp_path, toy_
     someone_elses.mkdir()
     cli("predict", toy_models[0], _make_toy_image(tmp_path / "a.tif"), "--out", tmp_path / "seg", check_rc=0)
     assert not stale.exists() and not old.exists() and someone_elses.is_dir()
+
+
+def test_a_folder_another_run_is_replacing_is_reported_as_busy_not_as_holding_a_users_file(tmp_path):
+    """Between a writer's two renames the folder is briefly absent, so an unlocked look may see files without their
+    marker: while another run holds the output's lock that is reported as the other run, not as a user's file."""
+    out = tmp_path / "seg"
+    out.mkdir()
+    (out / "who.txt").write_text("x")  # no marker lists it, as a look in the middle of a swap can see
+    with io.output_lock(out):
+        with pytest.raises(UserError, match="another rfseg command is writing this output now"):
+            io.check_output_dir(out)
+    with pytest.raises(UserError, match="holds files that rfseg did not write"):
+        io.check_output_dir(out)
