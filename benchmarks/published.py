@@ -73,6 +73,9 @@ def demo_micrographs(raw, first, n_images, seed, size, pixel_size_nm):
 
 
 def main(argv=None):
+    import torch
+
+    from benchmarks import machine
     from rfseg.stages.importer import PRETRAINED
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,10 +86,6 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--pixel-size", type=float, default=0.02152)
-    import torch
-
-    from benchmarks import machine
-
     args = ap.parse_args(argv)
     folder = Path(args.bundles) if "/" in args.bundles else PRETRAINED / args.bundles
     bundles = members(folder)

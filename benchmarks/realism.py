@@ -62,13 +62,21 @@ def interval(values, resamples: int = 2000, seed: int = 0) -> list[float]:
     return [round(float(q), 4) for q in np.percentile(means, [2.5, 97.5])]
 
 
+def _scored(bundle: str, frames: list) -> tuple[dict, np.ndarray]:
+    """A shipped ``bundle`` scored on ``frames`` (:func:`benchmarks.published.score`), with its hard dice as an array
+    (micrographs, members)."""
+    from benchmarks.published import members as bundle_members, score
+    from rfseg.stages.importer import PRETRAINED
+
+    r = score(bundle_members(PRETRAINED / bundle), frames)
+    return r, np.array(r["dice_per_micrograph_and_member"])
+
+
 def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int = 0, keep: list | None = None) -> dict:
     """Simulate set ``name`` and score it with its published networks; ``keep`` collects its micrographs as
     (name, image, pixel size (y, x), mask)."""
-    from benchmarks.published import members as bundle_members, score
     from rfseg.blocks.measures import lab_contrast
     from rfseg.blocks.simulate.hrtem import simulate_dataset
-    from rfseg.stages.importer import PRETRAINED
 
     bundle, diameter, dose, seed = SETS[name]
     seed += seed_offset
@@ -79,11 +87,10 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
     seconds = (time.perf_counter() - t0) / n_images
     if keep is not None:
         keep.extend(frames)
-    members = bundle_members(PRETRAINED / bundle)
-    r = score(members, frames)
-    dice = np.array(r["dice_per_micrograph_and_member"])
-    majority = (len(members) + 1) // 2 if len(members) > 1 else 1
-    return {"bundle": bundle, "seed": seed, "folds": len(members), "diameter_nm": diameter, "dose_e_per_A2": dose,
+    r, dice = _scored(bundle, frames)
+    n_members = dice.shape[1]
+    majority = (n_members + 1) // 2 if n_members > 1 else 1
+    return {"bundle": bundle, "seed": seed, "folds": n_members, "diameter_nm": diameter, "dose_e_per_A2": dose,
             "micrographs": n_images, "mean_dice": round(r["mean_dice_over_members"], 4),
             "std_dice_over_folds": None if r["std_dice_over_members"] is None else round(r["std_dice_over_members"], 4),
             "fold_mean_dice": r["member_mean_dice"],
@@ -97,11 +104,7 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
 
 def cross_condition(bundle: str, frames: list) -> dict:
     """Hard dice of a published ``bundle`` on micrographs simulated for another condition, with its interval."""
-    from benchmarks.published import members as bundle_members, score
-    from rfseg.stages.importer import PRETRAINED
-
-    r = score(bundle_members(PRETRAINED / bundle), frames)
-    per_micrograph = np.array(r["dice_per_micrograph_and_member"]).mean(1)
+    per_micrograph = _scored(bundle, frames)[1].mean(1)
     return {"mean_dice": round(float(per_micrograph.mean()), 4), "mean_dice_ci": interval(per_micrograph)}
 
 

@@ -125,8 +125,7 @@ def _format(value, digits: int = 3) -> str:
     return str(value)
 
 
-def _records(path: Path, key: str | None) -> pd.DataFrame:
-    data = json.loads(path.read_text())
+def _records(data, path: Path, key: str | None) -> pd.DataFrame:
     machine = data.get("machine") if isinstance(data, dict) else None
     rows = data
     for part in key.split(".") if key else []:
@@ -140,22 +139,29 @@ def _records(path: Path, key: str | None) -> pd.DataFrame:
     return table
 
 
-def _load(source: str, key: str | None) -> tuple[pd.DataFrame, list[Path]]:
+def _load(source: str, key: str | None) -> tuple[pd.DataFrame, dict[Path, dict | None]]:
+    """The table of ``source`` and, per file, its own ``machine`` record (None for a CSV or a JSON without one)."""
     paths = sorted(ROOT.glob(source)) if any(c in source for c in "*?[") else [ROOT / source]
     if not paths or not all(p.is_file() for p in paths):
         raise SystemExit(f"docs table: no file {source}")
     if paths[0].suffix == ".csv":
-        return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True), paths
-    return pd.concat([_records(p, key) for p in paths], ignore_index=True), paths
+        return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True), dict.fromkeys(paths)
+    data = {p: json.loads(p.read_text()) for p in paths}
+    machines = {p: d.get("machine") if isinstance(d, dict) and isinstance(d.get("machine"), dict) else None
+                for p, d in data.items()}
+    return pd.concat([_records(d, p, key) for p, d in data.items()], ignore_index=True), machines
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    """``mean ± std``, or the mean alone where there is no std."""
+    return _format(mean, digits) if pd.isna(std) else f"{_format(mean, digits)} ± {_format(std, digits)}"
 
 
 def _mean_std(values: pd.Series, digits: int) -> str:
     values = values.dropna()
     if values.empty:
         return ""
-    if len(values) == 1:
-        return _format(float(values.iloc[0]), digits)
-    return f"{_format(float(values.mean()), digits)} ± {_format(float(values.std()), digits)}"
+    return _pm(float(values.mean()), float(values.std()) if len(values) > 1 else float("nan"), digits)
 
 
 def _aggregate(table: pd.DataFrame, options: dict) -> pd.DataFrame:
@@ -177,16 +183,15 @@ def _aggregate(table: pd.DataFrame, options: dict) -> pd.DataFrame:
     return out
 
 
-def _where(paths: list[Path], table: pd.DataFrame) -> str:
-    """One line naming the files and the machine, commit and date that measured them."""
+def _where(machines: dict[Path, dict | None]) -> str:
+    """One line naming the files and the machine, commit and date that measured them (``machines``: each file's own
+    record, else ``docs/data/measured.yaml``)."""
     measured = yaml.safe_load(MEASURED.read_text()) if MEASURED.is_file() else {}
     parts = []
-    for path in paths:
+    for path, own in machines.items():
         name = str(path.relative_to(ROOT))
         entry = dict(measured.get(name) or {})
-        data = json.loads(path.read_text()) if path.suffix == ".json" else {}
-        own = data.get("machine") if isinstance(data, dict) else None
-        if isinstance(own, dict):
+        if own:
             entry.setdefault("commit", own.get("commit"))
             entry.setdefault("date", own.get("date"))
             if own.get("kind") and "machine" not in entry:
@@ -217,16 +222,15 @@ def render_table(spec: str) -> str:
             wheres.append(value.split("=", 1))
         else:
             options[key] = value
-    table, paths = _load(words[0], options.get("records"))
+    table, machines = _load(words[0], options.get("records"))
     for column, value in wheres:
         table = table[table[column].astype(str).isin(value.split("|"))]
     for key in [k for k in options if k.startswith("label.")]:
         column = key.split(".", 1)[1]
         labels = dict(pair.split("=", 1) for pair in options[key].split("|"))
         table[column] = [labels.get(_format(v) if isinstance(v, float) else str(v), v) for v in table[column]]
-    digits_all = int(options.get("digits", 3))
-    for name in options.get("pm", "").split(",") if options.get("pm") else []:
-        table[name] = [_format(m, digits_all) if pd.isna(sd) else f"{_format(m, digits_all)} ± {_format(sd, digits_all)}"
+    for name in options["pm"].split(",") if options.get("pm") else []:
+        table[name] = [_pm(m, sd, int(options.get("digits", 3)))
                        for m, sd in zip(table[f"{name}_mean"], table[f"{name}_std"])]
     if "group" in options:
         table = _aggregate(table, options)
@@ -239,7 +243,7 @@ def render_table(spec: str) -> str:
     lines = ["| " + " | ".join(headers.get(c, c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(_format(v, d) for v, d in zip(row, digits)) + " |"
               for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n\n" + _where(paths, table)
+    return "\n".join(lines) + "\n\n" + _where(machines)
 
 
 def with_tables(text: str) -> str:

@@ -26,12 +26,21 @@ from rfseg.stages.importer import PRETRAINED, SHIPPED, shipped_models
 from rfseg.stages.predict import Segmentation, segment_micrograph
 
 
-def is_model(entry) -> bool:
-    """Whether ``entry`` names models: a bundle folder, a folder of bundles, or a shipped bundle's name."""
+def _bundles(entry) -> list[Path]:
+    """The bundle folders ``entry`` names (see :func:`model_folders`), or none."""
     path = Path(entry)
     if not path.exists():
-        return str(entry) in SHIPPED
-    return bundle.is_bundle(path) or (path.is_dir() and any(bundle.is_bundle(p) for p in path.iterdir()))
+        if str(entry) not in SHIPPED:
+            return []
+        path = PRETRAINED / str(entry)
+    if bundle.is_bundle(path):
+        return [path]
+    return sorted(p for p in path.iterdir() if bundle.is_bundle(p)) if path.is_dir() else []
+
+
+def is_model(entry) -> bool:
+    """Whether ``entry`` names models: a bundle folder, a folder of bundles, or a shipped bundle's name."""
+    return bool(_bundles(entry))
 
 
 def model_folders(name_or_folders) -> list[Path]:
@@ -50,11 +59,11 @@ def model_folders(name_or_folders) -> list[Path]:
     entries = [name_or_folders] if isinstance(name_or_folders, (str, Path)) else list(name_or_folders)
     folders = []
     for entry in entries:
-        if not is_model(entry):
+        found = _bundles(entry)
+        if not found:
             raise UserError(f"{entry}: neither a shipped model ({', '.join(SHIPPED)}; rfseg models lists them) nor "
                             f"a folder of model bundles (model.pt + model.json)")
-        path = Path(entry) if Path(entry).exists() else PRETRAINED / str(entry)
-        folders += [path] if bundle.is_bundle(path) else sorted(p for p in path.iterdir() if bundle.is_bundle(p))
+        folders += found
     return folders
 
 

@@ -75,19 +75,18 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
     ref = best["reference"] if "reference" in best else nets.sort_values("rf_px")["arch"].iloc[0]
     n, seeds = int(best["n_micrographs"]), int(best["n_seeds"])
     span = f"{n} test micrographs x {seeds} seeds; hard dice minus {ref}'s, 95 % bootstrap interval"
-    alike = False
+    half = _half_width(best)
+    alike = not c["worse"] and not c["resolved"] and half < TARGET_HALF_WIDTH
+    need = None if c["resolved"] or alike else micrographs_needed(n, half)
     if c["worse"]:
         why = (f"every larger RF scores measurably lower than the smallest ({span}): "
                + "; ".join(f"{r.arch} {_gain(r._asdict())}" for r in nets[nets["arch"] != ref].itertuples())
                + f"; so the smallest RF, {pick['arch']}")
-    elif not c["resolved"] and _half_width(best) < TARGET_HALF_WIDTH:
-        alike = True
+    elif alike:
         why = (f"no larger RF scores measurably higher ({span}): the best, {best['arch']}, gains {_gain(best)}, an "
                f"interval that includes 0 and is narrower than +/-{TARGET_HALF_WIDTH}, so the receptive fields score "
-               f"alike here within {_half_width(best):.3f}; the cheapest, {pick['arch']}, costs least")
+               f"alike here within {half:.3f}; the cheapest, {pick['arch']}, costs least")
     elif not c["resolved"]:
-        half = _half_width(best)
-        need = micrographs_needed(n, half)
         why = (f"cannot tell with {n} test micrographs x {seeds} seeds: the best, {best['arch']}, gains "
                f"{_gain(best)} ({span}), an interval that includes 0; about {need} test micrographs would bring its "
                f"half-width ({half:.3f}) under {TARGET_HALF_WIDTH} (assuming it shrinks as 1/sqrt(micrographs)); "
@@ -101,7 +100,7 @@ def from_paired(paired: pd.DataFrame, dataset: str) -> dict:
     return {"dataset": dataset, "basis": basis, "arch": pick["arch"], "alike": alike,
             "rf_px": int(pick["rf_px"]), "rf_nm": _nm(pick), "resolved": c["resolved"], "best_arch": best["arch"],
             "test_micrographs": n, "seeds": seeds,
-            "micrographs_needed": None if c["resolved"] or alike else micrographs_needed(n, _half_width(best)),
+            "micrographs_needed": need,
             "best_gain": float(best["diff_mean"]), "best_gain_ci": [float(best["diff_ci_low"]),
                                                                      float(best["diff_ci_high"])],
             "reason": why}
