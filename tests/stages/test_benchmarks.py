@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from support import ROOT
 
 
@@ -96,12 +98,30 @@ def test_pipeline_stages_sums_jobs_per_stage_and_the_wall_time(tmp_path):
     assert out["job_seconds_total"] == 100 and out["wall_seconds"] == 1040 - 970 and out["machine"]["kind"]
 
 
+def test_the_lab_patches_of_a_larger_simulated_micrograph():
+    from benchmarks.realism import MIN_PARTICLE_PX, lab_patches, source_of
+
+    mask = np.zeros((1024, 1024), bool)
+    mask[100:200, 100:200] = True            # 10,000 particle px in the first patch
+    mask[600:610, 600:640] = True            # 400 in the last: mostly background, dropped as the lab did
+    image = np.arange(1024 * 1024, dtype=np.float32).reshape(1024, 1024)
+    kept = lab_patches([("hrtem_000", image, (0.02, 0.02), mask)])
+    assert [name for name, *_ in kept] == ["hrtem_000@0_0"] and kept[0][3].sum() == 10_000 > MIN_PARTICLE_PX
+    assert kept[0][1].shape == (512, 512) and kept[0][1][0, 0] == 0 and source_of(kept[0][0]) == "hrtem_000"
+    small = lab_patches([("hrtem_001", image[:512, :512], (0.02, 0.02), mask[600:, 600:])])
+    assert [name for name, *_ in small] == ["hrtem_001"]   # a 512 px micrograph is its own patch, kept as before
+
+
 def test_realism_verdict_puts_each_simulated_figure_beside_the_real_one_and_its_band(tmp_path):
     from benchmarks.realism import CROSS, REAL, conditions_figure, interval, verdict
 
     assert interval([0.5] * 8) == [0.5, 0.5]
     low, high = interval([0.2, 0.4, 0.6, 0.8])
     assert 0.2 <= low < 0.5 < high <= 0.8
+    # patches of one micrograph move together: resampling micrographs, not patches, gives the wider interval
+    values, groups = [0.2] * 6 + [0.8] * 6, ["a"] * 6 + ["b"] * 6
+    grouped = interval(values, groups=groups)
+    assert grouped[0] == 0.2 and grouped[1] == 0.8 and np.diff(interval(values)) < np.diff(grouped)
     sets = {name: {"bundle": name.replace("_", "-"), "micrographs": 8, "mean_dice": REAL[name] + shift,
                    "mean_dice_ci": [REAL[name] + shift - 0.01, REAL[name] + shift + 0.01],
                    "lab_contrast_median": 0.25}
@@ -118,3 +138,20 @@ def test_realism_verdict_puts_each_simulated_figure_beside_the_real_one_and_its_
     assert contrast == {"au_5nm_80e": True, "au_5nm_884e": False}  # real 0.239 and 0.576, within 0.03
     conditions_figure(out, tmp_path / "conditions.png")
     assert (tmp_path / "conditions.png").stat().st_size > 10_000
+
+
+def test_suite_benchmark_reads_a_junit_report(tmp_path):
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest" errors="0" '
+        'failures="1" skipped="1" tests="3" time="12.5"><testcase classname="tests.a" name="test_x" time="7.0"/>'
+        '<testcase classname="tests.a" name="test_y" time="3.0"><failure message="no"/></testcase>'
+        '<testcase classname="tests.b" name="test_z" time="0.5"><skipped message="no GPU"/></testcase>'
+        '</testsuite></testsuites>')
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suite", str(report), "--slowest", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert (out["passed"], out["failed"], out["skipped"], out["tests"]) == (1, 1, 1, 3)
+    assert out["wall_seconds"] == 12.5 and out["test_seconds_total"] == 10.5
+    assert [s["test"] for s in out["slowest"]] == ["tests.a::test_x", "tests.a::test_y"] and out["machine"]["kind"]
