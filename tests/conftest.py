@@ -4,7 +4,16 @@ import shutil
 import numpy as np
 import pytest
 
-from support import FORMATS, make_patch_dir, run_cli, scratch_copy, snakemake
+from support import FORMATS, THREADS, make_patch_dir, run_cli, scratch_copy, snakemake
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads_per_worker():
+    """Code a test runs in-process without setting threads uses support.THREADS (one per pytest-xdist worker), not
+    PyTorch's default of one per core."""
+    import torch
+
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FORMATS = SHARED / "data" / "formats"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+#: CPU threads of a test's own training and inference: one per pytest-xdist worker, as the workers already fill the
+#: cores (two threads beside a busy worker made a small training 3-4x slower: OpenMP threads wait by spinning)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures

@@ -15,7 +15,7 @@ from rfseg.blocks.models import ArchSpec, build_model
 from rfseg.blocks.published import convert
 from rfseg.errors import UserError
 from rfseg.stages.importer import PRETRAINED, SHIPPED, import_network, import_shipped, shipped_models
-from support import SHARED, Foreign, ReceptiveFieldUNet, one_line_error, save_as_main
+from support import SHARED, THREADS, Foreign, ReceptiveFieldUNet, one_line_error, save_as_main
 
 LAB = SHARED / "models" / "hrtem-generalization"
 
@@ -193,7 +193,7 @@ def simulated_hrtem(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hrtem")
     simulate("hrtem", root / "raw", n_images=3, seed=5, size=512, pixel_size_nm=0.02, diameter_nm=(3.5, 5.0),
-             dose_e_per_A2=(2000, 3000), threads=2)
+             dose_e_per_A2=(2000, 3000), threads=THREADS)
     preprocess(root / "pre", manifest=root / "raw/manifest.csv")
     make_patches(root / "pre", root / "patches", patch_size_px=256, min_particle_px=200, dataset="sim")
     return root

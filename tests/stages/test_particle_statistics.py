@@ -10,7 +10,7 @@ from rfseg.stages.patches import make_patches
 from rfseg.stages.predict import predict
 from rfseg.stages.preprocess import preprocess
 from rfseg.stages.train import TrainConfig, train
-from support import ROOT
+from support import ROOT, THREADS
 
 REAL = ROOT / "resources/real-tem-seg"
 
@@ -25,10 +25,10 @@ def test_default_particle_table_matches_hand_labels_on_unseen_real_micrographs(t
         make_patches(tmp_path / "pre", tmp_path / f"p{fold}", patch_size_px=256, folds=4, fold=fold)
         index = pd.read_csv(tmp_path / f"p{fold}/index.csv")
         tests = sorted(index.loc[index["split"] == "test", "source_image"].unique())
-        cfg = TrainConfig(epochs=60, batch_size=8, lr=1e-3, augment="random8")
-        meta = train(tmp_path / f"p{fold}", tmp_path / f"m{fold}", "n2_p22", 752, cfg, threads=2)
+        cfg = TrainConfig(epochs=20, batch_size=4, lr=3e-3, augment="random8")  # the sweep tutorial's quick recipe
+        meta = train(tmp_path / f"p{fold}", tmp_path / f"m{fold}", "n2_p22", 752, cfg, threads=THREADS)
         assert meta["training_particles"]["n"] > 20 and meta["training_particles"]["area_px2_p1"] > 10
-        summary = predict([tmp_path / f"m{fold}"], tests, tmp_path / f"seg{fold}", threads=2)
+        summary = predict([tmp_path / f"m{fold}"], tests, tmp_path / f"seg{fold}", threads=THREADS)
         assert summary["filter"].str.contains("1st-percentile").all() and (summary["min_area_px2"] > 0).all()
         for image in tests:
             stem = image.rsplit("/", 1)[1].removesuffix(".tif")

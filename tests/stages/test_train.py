@@ -14,14 +14,14 @@ from rfseg.blocks.models import ArchSpec, build_model
 from rfseg.errors import UserError
 from rfseg.stages.evaluate import evaluate
 from rfseg.stages.train import TrainConfig, lr_factor, train
-from support import make_patch_dir, same_weights, start_paused, train_cmd
+from support import THREADS, make_patch_dir, same_weights, start_paused, train_cmd
 
 FAST = dict(batch_size=8, lr=3e-3, augment="random8", precision="fp32")
 
 
 def test_tiny_dataset_trains_and_evaluates(tmp_path):
     patches = make_patch_dir(tmp_path / "p")
-    meta = train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=25, **FAST), threads=2)
+    meta = train(patches, tmp_path / "run", ArchSpec(2, (2, 2)), 1, TrainConfig(epochs=25, **FAST), threads=THREADS)
     assert meta["params"] == 8074 and meta["rf_px"] == 44
     assert (tmp_path / "run/history.csv").exists()
     row = evaluate(tmp_path / "run", patches, tmp_path / "eval", "toy")
@@ -38,7 +38,7 @@ def _seed_scores(patches, tmp_path, **head):
     rows = []
     for seed in (1, 2, 3):
         name = f"{seed}{'-'.join(map(str, head.values()))}"
-        train(patches, tmp_path / name, ArchSpec(2, (2, 2)), seed, cfg, threads=2)
+        train(patches, tmp_path / name, ArchSpec(2, (2, 2)), seed, cfg, threads=THREADS)
         rows.append(evaluate(tmp_path / name, patches, tmp_path / f"e{name}", "toy"))
     return pd.DataFrame(rows)
 
