@@ -110,6 +110,24 @@ def test_detector_psf_coarsens_the_noise_and_keeps_the_dose():
     assert half.std() == pytest.approx(25 ** -0.5, rel=0.05)  # a DQE of 0.5 counts half the electrons
 
 
+def test_read_noise_is_white_adds_in_quadrature_and_matters_at_low_dose_only():
+    from rfseg.blocks.simulate.hrtem import detector
+
+    flat = np.ones((128, 128), np.float32)
+    for counts in (4.0, 400.0):
+        plain = detector(flat, counts, 1.0, 1.0, np.random.default_rng(0))
+        read = detector(flat, counts, 1.0, 1.0, np.random.default_rng(0), read_noise=1.0)
+        added = read - plain  # the same shot noise (same draws), so the difference is the readout's alone
+        assert added.std() == pytest.approx(1.0 / counts, rel=0.05)
+        assert _radial_power(added) == pytest.approx(1, rel=0.15)
+        assert read.mean() == pytest.approx(1, abs=0.02)
+    low = detector(flat, 4.0, 1.0, 1.0, np.random.default_rng(1), read_noise=1.0).std()
+    high = detector(flat, 400.0, 1.0, 1.0, np.random.default_rng(1), read_noise=1.0).std()
+    # relative to the shot noise left after the point spread: large at 4 counts per pixel, negligible at 400
+    assert low > 1.5 * detector(flat, 4.0, 1.0, 1.0, np.random.default_rng(1)).std()
+    assert high < 1.2 * detector(flat, 400.0, 1.0, 1.0, np.random.default_rng(1)).std()
+
+
 def test_illumination_is_a_slow_field_of_the_stated_amplitude():
     from rfseg.blocks.simulate.hrtem import illumination
 

@@ -49,6 +49,8 @@ KNOBS = {
     "image_spread_nm": ("image_spread_a", 10, float, "image spread (Gaussian sigma): vibration, drift, instabilities"),
     "detector_psf_px": ("detector_psf_px", 1, float, "camera point spread (Gaussian sigma, px); blurs the noise too"),
     "detector_dqe": ("detector_dqe", 1, float, "camera detective quantum efficiency (share of the dose counted)"),
+    "detector_read_noise": ("detector_read_noise", 1, float,
+                            "camera readout noise (sd, counted electrons per pixel): white, after the point spread"),
     "illumination_variation": ("illumination_variation", 1, float, "slow illumination change over the field"),
     "n_particles": ("n_particles", 1, int, "particles per micrograph, a range lo,hi"),
     "shapes": ("shapes", 1, str, "particle shapes drawn from: " + ", ".join(SHAPES)),
@@ -275,33 +277,40 @@ def illumination(shape: tuple[int, int], amplitude: float, rng: np.random.Genera
     return (1 + amplitude * q / max(np.abs(q).max(), 1e-12)).astype(np.float32)
 
 
-def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: float, rng: np.random.Generator):
+def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: float, rng: np.random.Generator,
+             read_noise: float = 0.0):
     """A counting camera behind a scintillator: shot noise on ``dqe`` * ``counts_per_px`` electrons per pixel at
     intensity 1, then signal and noise alike blurred by a Gaussian point spread of ``psf_px`` (sigma, px), so the
-    noise comes out correlated over the point spread (noise power ~ MTF^2). Returned in intensity units."""
+    noise comes out correlated over the point spread (noise power ~ MTF^2); then, with ``read_noise`` > 0, the
+    readout's own noise, white Gaussian of that sd in counted electrons per pixel (it does not grow with the dose, so
+    it matters at low dose only). Returned in intensity units."""
     from scipy import ndimage
 
     from rfseg.blocks.simulate import poisson_noise
 
-    noisy = poisson_noise(intensity, dqe * counts_per_px, rng)
-    return ndimage.gaussian_filter(noisy, psf_px, mode="wrap").astype(np.float32) if psf_px > 0 else noisy
+    counted = dqe * counts_per_px
+    noisy = poisson_noise(intensity, counted, rng)
+    image = ndimage.gaussian_filter(noisy, psf_px, mode="wrap").astype(np.float32) if psf_px > 0 else noisy
+    if read_noise > 0:
+        image = (image + rng.normal(0.0, read_noise / counted, image.shape)).astype(np.float32)
+    return image
 
 
 def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152, diameter_nm=(2.0, 6.0),
                    n_particles=(2, 5), dose_e_per_a2=(300.0, 3000.0), carbon_thickness_a=(30.0, 50.0),
                    defocus_offset_a=0.0, defocus_spread_a=100.0, focal_spread_a=30.0, convergence_mrad=0.2,
-                   astigmatism_a=50.0, detector_psf_px=1.0, detector_dqe=0.5, illumination_variation=0.1,
-                   shapes=SHAPES, zone_axis_fraction=0.3, touching_fraction=0.5, cross_border=True,
-                   aperture_mrad=30.0, image_spread_a=0.65, oversampling=2):
+                   astigmatism_a=50.0, detector_psf_px=1.0, detector_dqe=0.5, detector_read_noise=0.0,
+                   illumination_variation=0.1, shapes=SHAPES, zone_axis_fraction=0.3, touching_fraction=0.5,
+                   cross_border=True, aperture_mrad=30.0, image_spread_a=0.65, oversampling=2):
     """One HRTEM micrograph. Returns (intensity float32 (size, size), labels uint16, params dict).
 
     Lengths in Å, doses in e/Å². The defocus of a micrograph is Scherzer + ``defocus_offset_a`` + a normal draw of
     sd ``defocus_spread_a``; two-fold astigmatism is drawn uniformly up to ``astigmatism_a`` at a random angle.
     ``focal_spread_a`` (1/e width) and ``convergence_mrad`` (beam semi-angle) set the temporal and spatial coherence
-    envelopes, ``detector_psf_px`` / ``detector_dqe`` the camera (:func:`detector`), ``illumination_variation`` a
-    slow multiplicative field (:func:`illumination`). Particles: ``shapes`` drawn from :data:`SHAPES`,
-    ``zone_axis_fraction`` of them near a low-index zone axis, ``touching_fraction`` put against an earlier one,
-    ``cross_border`` lets them cross the (periodic) field's edge."""
+    envelopes, ``detector_psf_px`` / ``detector_dqe`` / ``detector_read_noise`` the camera (:func:`detector`),
+    ``illumination_variation`` a slow multiplicative field (:func:`illumination`). Particles: ``shapes`` drawn from
+    :data:`SHAPES`, ``zone_axis_fraction`` of them near a low-index zone axis, ``touching_fraction`` put against an
+    earlier one, ``cross_border`` lets them cross the (periodic) field's edge."""
     import abtem
     from ase import Atoms
 
@@ -314,6 +323,9 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
         if not (0 <= value <= 1 and (zero_allowed or value > 0)):
             interval = "[0, 1]" if zero_allowed else "(0, 1]"
             raise UserError(f"simulate {key} (--{key.replace('_', '-')}) must lie in {interval}, got {value}")
+    if detector_read_noise < 0:
+        raise UserError(f"simulate detector_read_noise (--detector-read-noise) must be at least 0, got "
+                        f"{detector_read_noise}")
     if len(n_particles) != 2 or not 0 <= n_particles[0] <= n_particles[1]:
         raise UserError(f"simulate n_particles (--n-particles) must be a range lo,hi with 0 <= lo <= hi, got "
                         f"{','.join(map(str, n_particles))}")
@@ -356,7 +368,7 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     if illumination_variation > 0:
         clean = clean * illumination((size, size), illumination_variation, rng)
     dose = float(np.exp(rng.uniform(np.log(dose_e_per_a2[0]), np.log(dose_e_per_a2[1]))))
-    image = detector(clean, dose * px**2, detector_psf_px, detector_dqe, rng)
+    image = detector(clean, dose * px**2, detector_psf_px, detector_dqe, rng, detector_read_noise)
     labels = np.zeros((size, size), np.uint16)
     for k, xyz in enumerate(particles, start=1):
         labels[_particle_mask(xyz[:, :2], (size, size), px) & (labels == 0)] = k
