@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rfseg.stages.train import PAUSE_ENV
-from support import SHARED, SNAKEMAKE, env_for, same_weights, scratch_copy, wait_for_pause
+from support import SHARED, SNAKEMAKE, THREADS, env_for, same_weights, scratch_copy, wait_for_pause
 
 CLUSTER = SHARED / "slurm" / "local-cluster"
 
@@ -34,12 +34,11 @@ def cluster():
 def _profile(wd):
     """The shipped profile as a user fills it in for this cluster: partition and account; squeue for job status (this
     cluster has no accounting, and the plugin's sacct check would wait forever), checked every 2 s (a one-node test
-    cluster answers at once); no rule asks for more than the node's CPUs. Memory, runtime and retries stay as
-    shipped."""
+    cluster answers at once); no rule asks for more threads than a test worker has (support.THREADS: the node's
+    CPUs are shared with the other pytest-xdist workers). Memory, runtime and retries stay as shipped."""
     profile = yaml.safe_load((wd / "workflow/profiles/slurm/config.yaml").read_text())
     profile["default-resources"].update(slurm_partition="main", slurm_account="test")
-    cpus = os.cpu_count()
-    profile["set-threads"] = {rule: min(n, cpus) for rule, n in profile["set-threads"].items()}
+    profile["set-threads"] = {rule: min(n, THREADS) for rule, n in profile["set-threads"].items()}
     profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2,
                     "seconds-between-status-checks": 2, "latency-wait": 5})
     (wd / "testprofile").mkdir()
