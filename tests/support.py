@@ -27,7 +27,7 @@ FORMATS = SHARED / "data" / "formats"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 #: CPU threads of a test's own training and inference: one per pytest-xdist worker, as the workers already fill the
 #: cores (two threads beside a busy worker made a small training 3-4x slower: OpenMP threads wait by spinning)
-THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
