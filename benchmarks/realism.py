@@ -90,13 +90,10 @@ def interval(values, resamples: int = 2000, seed: int = 0, groups=None) -> list[
     independent."""
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
-    if groups is None:
-        means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
-    else:
-        labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        sums, counts = np.bincount(inverse, values), np.bincount(inverse)
-        draw = rng.integers(0, len(labels), (resamples, len(labels)))
-        means = sums[draw].sum(1) / counts[draw].sum(1)
+    labels, inverse = np.unique(np.arange(len(values)) if groups is None else np.asarray(groups), return_inverse=True)
+    sums, counts = np.bincount(inverse, values), np.bincount(inverse)
+    draw = rng.integers(0, len(labels), (resamples, len(labels)))
+    means = sums[draw].sum(1) / counts[draw].sum(1)
     return [round(float(q), 4) for q in np.percentile(means, [2.5, 97.5])]
 
 
