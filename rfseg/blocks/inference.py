@@ -26,10 +26,12 @@ from rfseg.errors import UserError
 AUTO_TILE = "auto"
 #: the largest tile overlap accepted (as a fraction of the tile); the config schema states the same bound
 MAX_OVERLAP = 0.9
-#: the default tile overlap of fixed-size tiles (docs/explanation/performance.md: smaller overlaps cost large-RF networks dice)
+#: the default tile overlap of fixed-size tiles (docs/explanation/performance.md: smaller overlaps cost large-RF
+#: networks dice)
 DEFAULT_OVERLAP = 0.5
 #: the largest tile side of ``tile="auto"``: larger tiles waste less on their overlap but run slower per pixel on a
-#: CPU (caches) and hold more memory (about 0.5 GB for a 1024 px tile of the demo's networks; docs/explanation/performance.md)
+#: CPU (caches) and hold more memory (about 0.5 GB for a 1024 px tile of the demo's networks;
+#: docs/explanation/performance.md)
 AUTO_TILE_PX = 1024
 
 
@@ -156,8 +158,8 @@ def class_probability(logits: torch.Tensor, k: int) -> torch.Tensor:
 class FrozenCompiled(torch.nn.Module):
     """An eval-mode network compiled by ``torch.compile`` with Inductor's *freezing* for inference: the weights
     become constants, so batch norm folds into the convolutions and oneDNN pre-packs their weights (2.4x the eager
-    speed in bf16 on a 2-core CPU, docs/explanation/performance.md). The weights must not change afterwards; use it under ``torch.no_grad``.
-    Compilation happens on the first call of each input shape."""
+    speed in bf16 on a 2-core CPU, docs/explanation/performance.md). The weights must not change afterwards; use it
+    under ``torch.no_grad``. Compilation happens on the first call of each input shape."""
 
     def __init__(self, model):
         super().__init__()

@@ -153,8 +153,8 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     PyTorch's CPU batch-norm statistics on channels-last tensors vectorise over channels, which this UNet has few of
     (4 and 8 at full and half resolution): there forward and backward ran about 10x slower than on NCHW, a third of
-    a training step. The two copies each way cost far less (docs/explanation/performance.md). In eval mode batch norm is a
-    per-channel affine map, fast in either layout, and left as it is so that compiled inference can fold it into
+    a training step. The two copies each way cost far less (docs/explanation/performance.md). In eval mode batch norm
+    is a per-channel affine map, fast in either layout, and left as it is so that compiled inference can fold it into
     the convolutions."""
 
     NCHW_BELOW_CHANNELS = 16

@@ -15,8 +15,8 @@ Recipe (all lengths in Å inside this module, as abTEM uses):
   ideal simulations, the Stobbs factor); a slow illumination change of up to 10 % over the field; Fourier crop to
   the output grid.
 - Camera: shot noise at a dose drawn log-uniformly from a range, half of it counted (DQE 0.5, of a scintillator
-  camera at 300 kV), then signal and noise alike blurred by a Gaussian point spread of 1 px (sigma), which makes the noise
-  coarse-grained as on real cameras.
+  camera at 300 kV), then signal and noise alike blurred by a Gaussian point spread of 1 px (sigma), which makes the
+  noise coarse-grained as on real cameras; no readout noise by default (``detector_read_noise``).
 The mask of a particle is the convex hull of its projected atoms grown by 1.44 Å. These defaults were chosen by
 ``benchmarks/realism.py``: at 5 nm and 423 e/Å² the published real-data networks judge such micrographs as they
 judge real ones (docs/explanation/simulator.md).
