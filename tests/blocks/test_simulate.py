@@ -210,3 +210,18 @@ def test_image_spread_damps_the_fine_contrast_before_the_noise():
     spread, _ = _one(image_spread_a=0.65, **high_dose)
     assert spread.mean() == pytest.approx(sharp.mean(), rel=0.01)  # the darkness of the particles stays
     assert spread.std() < 0.6 * sharp.std()  # fringes and carbon speckle fade
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--detector-psf-px", "-1", "detector_psf_px (--detector-psf-px) must be at least 0, got -1"),
+    ("--image-spread-nm", "-0.02",
+     "image_spread_nm (--image-spread-nm) must be at least 0, got -0.02"),
+    ("--aperture-mrad", "0", "aperture_mrad (--aperture-mrad) must be above 0, got 0"),
+    ("--illumination-variation", "1.5", "must be at most 0.9, got 1.5"),
+])
+def test_a_knob_out_of_range_is_one_line_naming_key_and_option_in_the_users_unit(cli, tmp_path, option, value, needle):
+    from tests.support import one_line_error
+
+    one_line_error(cli("simulate", "hrtem", "--n-images", 1, "--seed", 1, "--size", 64, "--pixel-size", 0.02,
+                       "--diameter-nm", "1.0,1.2", option, value, "--out", tmp_path / "s"), needle)
+    assert not (tmp_path / "s").exists()

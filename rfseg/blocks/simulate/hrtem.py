@@ -296,6 +296,26 @@ def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: fl
     return image
 
 
+#: keywords of :func:`simulate_image` that are widths, spreads or noise levels (>= 0), and those that must be > 0
+_AT_LEAST_ZERO = ("defocus_spread_a", "focal_spread_a", "convergence_mrad", "astigmatism_a", "image_spread_a",
+                  "detector_psf_px", "detector_read_noise", "illumination_variation")
+_ABOVE_ZERO = ("aperture_mrad",)
+
+
+def _check_knob_ranges(keywords: dict) -> None:
+    """Raise a :class:`UserError` naming the config key and CLI option, in the user's unit, for a knob out of range."""
+    config_key = {name: (key, factor) for key, (name, factor, _, _) in KNOBS.items()}
+    for name in _AT_LEAST_ZERO + _ABOVE_ZERO:
+        value = keywords[name]
+        if value < 0 or (name in _ABOVE_ZERO and value == 0):
+            key, factor = config_key[name]
+            bound = "above 0" if name in _ABOVE_ZERO else "at least 0"
+            raise UserError(f"simulate {key} (--{key.replace('_', '-')}) must be {bound}, got {value / factor:g}")
+    if keywords["illumination_variation"] > 0.9:  # as the config schema: a share of the mean intensity
+        raise UserError(f"simulate illumination_variation (--illumination-variation) must be at most 0.9, got "
+                        f"{keywords['illumination_variation']:g}")
+
+
 def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152, diameter_nm=(2.0, 6.0),
                    n_particles=(2, 5), dose_e_per_a2=(300.0, 3000.0), carbon_thickness_a=(30.0, 50.0),
                    defocus_offset_a=0.0, defocus_spread_a=100.0, focal_spread_a=30.0, convergence_mrad=0.2,
@@ -323,9 +343,7 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
         if not (0 <= value <= 1 and (zero_allowed or value > 0)):
             interval = "[0, 1]" if zero_allowed else "(0, 1]"
             raise UserError(f"simulate {key} (--{key.replace('_', '-')}) must lie in {interval}, got {value}")
-    if detector_read_noise < 0:
-        raise UserError(f"simulate detector_read_noise (--detector-read-noise) must be at least 0, got "
-                        f"{detector_read_noise}")
+    _check_knob_ranges(locals())
     if len(n_particles) != 2 or not 0 <= n_particles[0] <= n_particles[1]:
         raise UserError(f"simulate n_particles (--n-particles) must be a range lo,hi with 0 <= lo <= hi, got "
                         f"{','.join(map(str, n_particles))}")
