@@ -13,9 +13,10 @@ def cpu_kind(model: str, flags: set[str]) -> str:
 
 
 def machine(threads: int) -> dict:
-    """What a benchmark ran on and when: CPU model, its kind and relevant flags (AVX2, AVX-512, bfloat16, AMX),
-    cores, the threads it used, bfloat16 support as PyTorch sees it, GPU, torch version, the commit of the code
-    (with ``+dirty`` when it had uncommitted changes) and the date."""
+    """What a benchmark ran on and when: CPU model, its kind and relevant flags (AVX2, AVX-512, bfloat16, AMX), its
+    family/model/stepping numbers and clock (MHz) as /proc/cpuinfo gives them, cores, the threads it used, bfloat16
+    support as PyTorch sees it, GPU, torch version, the commit of the code (with ``+dirty`` when it had uncommitted
+    changes) and the date."""
     import datetime
     import os
     import platform
@@ -26,13 +27,17 @@ def machine(threads: int) -> dict:
 
     from rfseg.blocks.runtime import cpu_supports_bf16
 
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, fields = platform.processor() or platform.machine(), set(), {}
     try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-        flags = set(next(line.split(":", 1)[1].split() for line in info if line.startswith("flags")))
-    except (OSError, StopIteration):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+        model, flags = fields.get("model name", model), set(fields.get("flags", "").split())
+    except OSError:
         pass
+    # virtual machines often name only the vendor ("AMD EPYC"): family/model/stepping tell the generation apart
+    generation = "/".join(fields[k] for k in ("cpu family", "model", "stepping") if k in fields) or None
+    mhz = round(float(fields["cpu MHz"])) if "cpu MHz" in fields else None
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -44,5 +49,5 @@ def machine(threads: int) -> dict:
         commit = None
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": model, "kind": cuda or cpu_kind(model, flags), "flags": sorted(flags & set(FLAGS)),
-            "cores": os.cpu_count(), "threads": threads, "bf16": cpu_supports_bf16(), "cuda": cuda,
+            "cpu_family_model_stepping": generation, "cpu_mhz": mhz, "cores": os.cpu_count(), "threads": threads, "bf16": cpu_supports_bf16(), "cuda": cuda,
             "torch": torch.__version__, "commit": commit, "date": datetime.date.today().isoformat()}

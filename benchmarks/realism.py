@@ -161,24 +161,40 @@ def verdict(sets: dict, cross: dict) -> dict:
                          REAL_CONTRAST[n], -CONTRAST_BAND, CONTRAST_BAND) for n in REAL_CONTRAST if n in sets]}
 
 
+#: the sample's settings that ``--set`` takes besides the realism knobs: config key -> (keyword, factor to Å, type)
+SAMPLE = {"carbon_thickness_nm": ("carbon_thickness_a", 10, float), "defocus_offset_nm": ("defocus_offset_a", 10, float)}
+
+
 def _knob(text: str):
-    """KEY=VALUE of a simulate knob, parsed by the knob's type; a list where the knob takes one (shapes, ranges)."""
+    """KEY=VALUE of a simulate knob or :data:`SAMPLE` setting, parsed by its type; a list where it takes one (shapes,
+    ranges)."""
     import inspect
 
     from rfseg.blocks.simulate.hrtem import KNOBS, simulate_image
 
     key, _, value = text.partition("=")
-    if key not in KNOBS:
-        raise argparse.ArgumentTypeError(f"unknown knob {key!r}; one of {', '.join(KNOBS)}")
-    name, _, kind, _ = KNOBS[key]
+    if key not in KNOBS and key not in SAMPLE:
+        raise argparse.ArgumentTypeError(f"unknown knob {key!r}; one of {', '.join([*KNOBS, *SAMPLE])}")
+    name, _, kind, *_ = KNOBS.get(key) or SAMPLE[key]
     parse = (lambda v: v.lower() == "true") if kind is bool else kind
     values = [parse(v) for v in value.split(",")]
     listed = isinstance(inspect.signature(simulate_image).parameters[name].default, tuple)
     return key, values if listed or len(values) > 1 else values[0]
 
 
-def main(argv=None):
+def simulate_keywords(given: dict) -> dict:
+    """``--set`` values in their config units -> :func:`rfseg.blocks.simulate.hrtem.simulate_image` keywords (Å)."""
     from rfseg.blocks.simulate.hrtem import knob_keywords
+
+    keywords = knob_keywords({k: v for k, v in given.items() if k not in SAMPLE})
+    for key in given.keys() & SAMPLE.keys():
+        name, factor, _ = SAMPLE[key]
+        value = given[key]
+        keywords[name] = tuple(factor * v for v in value) if isinstance(value, list) else factor * value
+    return keywords
+
+
+def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=16,
@@ -192,8 +208,9 @@ def main(argv=None):
     ap.add_argument("--conditions-figure", help="PNG: each simulated figure beside the real one, with its band")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    knobs = knob_keywords(dict(args.knobs))
-    out = {"knobs": dict(args.knobs), "sets": {}, "machine": machine(args.threads)}
+    given = dict(args.knobs)
+    knobs = simulate_keywords(given)
+    out = {"knobs": given, "sets": {}, "machine": machine(args.threads)}
     kept = {}
     for name in args.sets.split(","):
         kept[name] = []

@@ -34,6 +34,9 @@ ENERGY_EV = 300e3
 CS_A = -1.5e5
 AU_DENSITY_PER_A3 = 0.0589
 CARBON_DENSITY_PER_A3 = 0.100
+#: thermal displacement (sd along each axis, Å) at room temperature: Au from its Debye-Waller factor B = 0.62 Å^2
+#: (u = sqrt(B / 8 pi^2)); amorphous carbon's similar figure
+THERMAL_SD_A = {"Au": 0.089, "C": 0.08}
 
 
 SHAPES = ("wulff", "octahedron", "decahedron", "icosahedron")
@@ -51,6 +54,8 @@ KNOBS = {
     "detector_dqe": ("detector_dqe", 1, float, "camera detective quantum efficiency (share of the dose counted)"),
     "detector_read_noise": ("detector_read_noise", 1, float,
                             "camera readout noise (sd, counted electrons per pixel): white, after the point spread"),
+    "frozen_phonons": ("frozen_phonons", 1, int,
+                       "thermal diffuse scattering: frozen-phonon configurations averaged (0: off; cost grows with it)"),
     "illumination_variation": ("illumination_variation", 1, float, "slow illumination change over the field"),
     "n_particles": ("n_particles", 1, int, "particles per micrograph, a range lo,hi"),
     "shapes": ("shapes", 1, str, "particle shapes drawn from: " + ", ".join(SHAPES)),
@@ -298,7 +303,7 @@ def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: fl
 
 #: keywords of :func:`simulate_image` that are widths, spreads or noise levels (>= 0), and those that must be > 0
 _AT_LEAST_ZERO = ("defocus_spread_a", "focal_spread_a", "convergence_mrad", "astigmatism_a", "image_spread_a",
-                  "detector_psf_px", "detector_read_noise", "illumination_variation")
+                  "detector_psf_px", "detector_read_noise", "illumination_variation", "frozen_phonons")
 _ABOVE_ZERO = ("aperture_mrad",)
 
 
@@ -321,14 +326,16 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
                    defocus_offset_a=0.0, defocus_spread_a=100.0, focal_spread_a=30.0, convergence_mrad=0.2,
                    astigmatism_a=50.0, detector_psf_px=1.0, detector_dqe=0.5, detector_read_noise=0.0,
                    illumination_variation=0.1, shapes=SHAPES, zone_axis_fraction=0.3, touching_fraction=0.5,
-                   cross_border=True, aperture_mrad=30.0, image_spread_a=0.65, oversampling=2):
+                   cross_border=True, aperture_mrad=30.0, image_spread_a=0.65, frozen_phonons=0, oversampling=2):
     """One HRTEM micrograph. Returns (intensity float32 (size, size), labels uint16, params dict).
 
     Lengths in Å, doses in e/Å². The defocus of a micrograph is Scherzer + ``defocus_offset_a`` + a normal draw of
     sd ``defocus_spread_a``; two-fold astigmatism is drawn uniformly up to ``astigmatism_a`` at a random angle.
     ``focal_spread_a`` (1/e width) and ``convergence_mrad`` (beam semi-angle) set the temporal and spatial coherence
     envelopes, ``detector_psf_px`` / ``detector_dqe`` / ``detector_read_noise`` the camera (:func:`detector`),
-    ``illumination_variation`` a slow multiplicative field (:func:`illumination`). Particles: ``shapes`` drawn from
+    ``illumination_variation`` a slow multiplicative field (:func:`illumination`). ``frozen_phonons`` > 0 averages the
+    image over that many configurations of thermally displaced atoms (:data:`THERMAL_SD_A`): the diffuse scattering
+    that leaves the aperture darkens the particles, and lattice fringes are damped. Particles: ``shapes`` drawn from
     :data:`SHAPES`, ``zone_axis_fraction`` of them near a low-index zone axis, ``touching_fraction`` put against an
     earlier one, ``cross_border`` lets them cross the (periodic) field's edge."""
     import abtem
@@ -372,13 +379,17 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     # the CTF acts at the exit plane, below the particles; the offset and spread move away from Scherzer
     defocus = scherzer_defocus_a() + defocus_offset_a + defocus_spread_a * rng.normal() + (cell_z - mid)
     astigmatism, astigmatism_angle = astigmatism_a * rng.random(), rng.uniform(0, np.pi)
+    if frozen_phonons > 0:  # drawn only then, so that without it every micrograph stays as it was
+        atoms = abtem.FrozenPhonons(atoms, num_configs=frozen_phonons, sigmas=THERMAL_SD_A,
+                                    seed=int(rng.integers(2**31)))
     potential = abtem.Potential(atoms, gpts=size * oversampling, slice_thickness=2, parametrization="lobato",
                                 projection="infinite")
     ctf = abtem.CTF(Cs=CS_A, defocus=defocus, astigmatism=astigmatism, astigmatism_angle=astigmatism_angle,
                     focal_spread=focal_spread_a, angular_spread=convergence_mrad, semiangle_cutoff=aperture_mrad,
                     energy=ENERGY_EV)
     wave = abtem.PlaneWave(energy=ENERGY_EV).multislice(potential).apply_ctf(ctf).intensity()
-    clean = wave.interpolate(gpts=(size, size), method="fft").compute(progress_bar=False).array.T
+    clean = wave.interpolate(gpts=(size, size), method="fft").compute(progress_bar=False).array
+    clean = (clean.mean(0) if clean.ndim == 3 else clean).T  # frozen phonons: the configurations' mean intensity
     if image_spread_a > 0:  # vibration, drift and instabilities: a Gaussian envelope on the image (Stobbs factor)
         from scipy import ndimage
 
