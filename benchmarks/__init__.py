@@ -49,5 +49,6 @@ def machine(threads: int) -> dict:
         commit = None
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": model, "kind": cuda or cpu_kind(model, flags), "flags": sorted(flags & set(FLAGS)),
-            "cpu_family_model_stepping": generation, "cpu_mhz": mhz, "cores": os.cpu_count(), "threads": threads, "bf16": cpu_supports_bf16(), "cuda": cuda,
-            "torch": torch.__version__, "commit": commit, "date": datetime.date.today().isoformat()}
+            "cpu_family_model_stepping": generation, "cpu_mhz": mhz, "cores": os.cpu_count(), "threads": threads,
+            "bf16": cpu_supports_bf16(), "cuda": cuda, "torch": torch.__version__, "commit": commit,
+            "date": datetime.date.today().isoformat()}

@@ -48,6 +48,11 @@ CROSS_BAND = 0.08
 REAL_CONTRAST = {"au_5nm_80e": 0.239, "au_5nm_884e": 0.576}
 CONTRAST_BAND = 0.03
 
+#: how the simulated fields are flat-fielded before the networks and the lab contrast see them
+FLAT_FIELDS = {"bezier": "each field as a whole micrograph of the lab's, with its own Bézier flat field (as now)",
+               "none": "each field as a window of one of the lab's 4096² px micrographs, whose flat field, fitted on "
+                       "the whole micrograph, is flat over the window (simulate it with illumination_variation=0)"}
+
 #: the lab's patches: 512 px, and a patch with at most this many particle pixels is dropped (mostly background)
 PATCH_PX, MIN_PARTICLE_PX, PATCH_SEP = 512, 400, "@"
 
@@ -97,19 +102,20 @@ def interval(values, resamples: int = 2000, seed: int = 0, groups=None) -> list[
     return [round(float(q), 4) for q in np.percentile(means, [2.5, 97.5])]
 
 
-def _scored(bundle: str, frames: list) -> tuple[dict, np.ndarray]:
+def _scored(bundle: str, frames: list, flat_field: str | None) -> tuple[dict, np.ndarray]:
     """A shipped ``bundle`` scored on ``frames`` (:func:`benchmarks.published.score`), with its hard dice as an array
     (micrographs, members)."""
     from benchmarks.published import members as bundle_members, score
     from rfseg.stages.importer import PRETRAINED
 
-    r = score(bundle_members(PRETRAINED / bundle), frames)
+    r = score(bundle_members(PRETRAINED / bundle), frames, flat_field)
     return r, np.array(r["dice_per_micrograph_and_member"])
 
 
-def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int = 0, keep: list | None = None) -> dict:
+def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int = 0, keep: list | None = None,
+          flat_field: str | None = None) -> dict:
     """Simulate set ``name`` and score it with its published networks; ``keep`` collects its micrographs as
-    (name, image, pixel size (y, x), mask)."""
+    (name, image, pixel size (y, x), mask); ``flat_field`` replaces the networks' (see :data:`FLAT_FIELDS`)."""
     from rfseg.blocks.measures import lab_contrast
     from rfseg.blocks.simulate.hrtem import simulate_dataset
 
@@ -122,7 +128,7 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
     seconds = (time.perf_counter() - t0) / n_images
     if keep is not None:
         keep.extend(frames)
-    r, dice = _scored(bundle, frames)
+    r, dice = _scored(bundle, frames, flat_field)
     n_members = dice.shape[1]
     majority = (n_members + 1) // 2 if n_members > 1 else 1
     return {"bundle": bundle, "seed": seed, "folds": n_members, "diameter_nm": diameter, "dose_e_per_A2": dose,
@@ -133,14 +139,15 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
             "micrograph_mean_dice": dice.mean(1).round(3).tolist(),
             "mean_dice_ci": interval(dice.mean(1), groups=[source_of(f[0]) for f in frames]),
             "micrographs_most_folds_below_0.3": int(((dice < 0.3).sum(1) >= majority).sum()),
-            "lab_contrast_median": round(float(np.nanmedian([lab_contrast(f[1], f[3]) for f in frames])), 3),
+            "lab_contrast_median": round(float(np.nanmedian([lab_contrast(f[1], f[3], flat_field or "bezier")
+                                                             for f in frames])), 3),
             "coverage": round(float(np.mean([f[3].mean() for f in frames])), 3),
             "seconds_per_micrograph": round(seconds, 2)}
 
 
-def cross_condition(bundle: str, frames: list) -> dict:
+def cross_condition(bundle: str, frames: list, flat_field: str | None = None) -> dict:
     """Hard dice of a published ``bundle`` on micrographs simulated for another condition, with its interval."""
-    per_micrograph = _scored(bundle, frames)[1].mean(1)
+    per_micrograph = _scored(bundle, frames, flat_field)[1].mean(1)
     return {"mean_dice": round(float(per_micrograph.mean()), 4),
             "mean_dice_ci": interval(per_micrograph, groups=[source_of(f[0]) for f in frames])}
 
@@ -162,7 +169,8 @@ def verdict(sets: dict, cross: dict) -> dict:
 
 
 #: the sample's settings that ``--set`` takes besides the realism knobs: config key -> (keyword, factor to Å, type)
-SAMPLE = {"carbon_thickness_nm": ("carbon_thickness_a", 10, float), "defocus_offset_nm": ("defocus_offset_a", 10, float)}
+SAMPLE = {"carbon_thickness_nm": ("carbon_thickness_a", 10, float),
+          "defocus_offset_nm": ("defocus_offset_a", 10, float)}
 
 
 def _knob(text: str):
@@ -207,16 +215,19 @@ def main(argv=None):
     ap.add_argument("--figure", help="PNG: the first micrographs of each set after the lab's recipe")
     ap.add_argument("--conditions-figure", help="PNG: each simulated figure beside the real one, with its band")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flat-field", choices=list(FLAT_FIELDS), default="bezier",
+                    help="; ".join(f"{k}: {v}" for k, v in FLAT_FIELDS.items()))
     args = ap.parse_args(argv)
     given = dict(args.knobs)
     knobs = simulate_keywords(given)
-    out = {"knobs": given, "sets": {}, "machine": machine(args.threads)}
+    flat_field = None if args.flat_field == "bezier" else args.flat_field
+    out = {"knobs": given, "flat_field": args.flat_field, "sets": {}, "machine": machine(args.threads)}
     kept = {}
     for name in args.sets.split(","):
         kept[name] = []
         out["sets"][name] = judge(name, args.n_images if name == "au_5nm_423e" else max(8, args.n_images // 2),
-                                  knobs, args.threads, args.seed_offset, kept[name])
-    cross = {(b, n): cross_condition(b, kept[n]) for b, n in CROSS if n in kept}
+                                  knobs, args.threads, args.seed_offset, kept[name], flat_field)
+    cross = {(b, n): cross_condition(b, kept[n], flat_field) for b, n in CROSS if n in kept}
     out.update(verdict(out["sets"], cross))
     if args.figure:
         figure(kept, out["sets"], args.figure)

@@ -6,6 +6,8 @@ except for :func:`lab_contrast`, which takes the raw micrograph and applies the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage
 
@@ -45,10 +47,12 @@ def fringe_share(image: np.ndarray, mask: np.ndarray, pixel_size_nm: float | Non
     return float((energy[inner] > np.percentile(energy[outer], 95)).mean())
 
 
-def lab_contrast(raw: np.ndarray, mask: np.ndarray) -> float:
+def lab_contrast(raw: np.ndarray, mask: np.ndarray, flat_field: str = LAB_RECIPE.flat_field) -> float:
     """The published networks' lab's contrast of one raw micrograph: median background minus median particle
     intensity after :data:`LAB_RECIPE` (standardised units; positive when particles are darker than the support).
+    ``flat_field`` replaces the recipe's ("none" for a window of a larger micrograph, whose flat field was fitted on
+    the whole of it).
 
     The lab reports 0.576 for its real 5 nm Au set at 884 e/Å² and 0.239 at 80 e/Å²."""
-    image, _, _ = apply_recipe(raw, None, None, LAB_RECIPE)
+    image, _, _ = apply_recipe(raw, None, None, replace(LAB_RECIPE, flat_field=flat_field))
     return float(np.median(image[~mask]) - np.median(image[mask]))

@@ -116,3 +116,15 @@ def test_bezier_surface_recovers_a_quadratic_illumination_despite_particles():
     assert flat.dtype == np.float32 and flat[bg].std() / flat[bg].mean() < 0.01
     with pytest.raises(UserError, match="positive intensities"):
         bezier_flat_field(image - 2000)
+
+def test_a_bezier_flat_field_on_a_small_field_takes_away_the_darkness_of_particles_filling_half_of_it():
+    """Why the realism benchmark can treat a simulated field as a window of a larger micrograph (flat field "none"):
+    faint particles over half of a field pull a surface fitted on that field down with them."""
+    from rfseg.blocks.measures import lab_contrast
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:256]
+    particles = ((yy - 70) ** 2 + (xx - 70) ** 2 < 60**2) | ((yy - 150) ** 2 + (xx - 100) ** 2 < 55**2)
+    image = 1000 * np.where(particles, 0.92, 1.0) * (1 + 0.05 * rng.normal(size=particles.shape))
+    whole, window = lab_contrast(image, particles), lab_contrast(image, particles, flat_field="none")
+    assert window > 1.0 and whole < 0.8 * window

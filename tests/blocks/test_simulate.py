@@ -223,7 +223,7 @@ def test_frozen_phonons_damp_the_finest_fringes_and_do_not_darken_the_particles(
     coherent = {"dose_e_per_a2": (1e9, 1e9), "detector_psf_px": 0.0, "illumination_variation": 0.0,
                 "image_spread_a": 0.0, "focal_spread_a": 0.0, "convergence_mrad": 0.0, "zone_axis_fraction": 1.0}
     (static, labels), (thermal, thermal_labels) = _one(seed=5, **coherent), _one(seed=5, frozen_phonons=6, **coherent)
-    assert np.array_equal(labels, thermal_labels)  # the same scene, only vibrating
+    assert np.array_equal(labels, thermal_labels)  # the same scene, optics and noise draws, only vibrating
     # the Debye-Waller damping: less power beyond 1 per Å (measured 0.236 static, 0.186 with 8 configurations)
     assert _power_share(thermal, 1.0, 2.5) < 0.9 * _power_share(static, 1.0, 2.5)
     # diffuse scattering trades with the static lattice's own high-angle scattering: the particles are no darker

@@ -1,8 +1,10 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from support import ROOT
 
@@ -74,6 +76,8 @@ def test_every_benchmark_names_its_cpu_kind_flags_commit_and_date():
     assert info["kind"] == cpu_kind(info["cpu"], set(info["flags"])) and info["threads"] == 1
     assert set(info["flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
     assert info["commit"] and len(info["date"]) == 10
+    if Path("/proc/cpuinfo").is_file():  # Linux: the generation and clock, which "AMD EPYC" alone does not say
+        assert info["cpu_family_model_stepping"].count("/") == 2 and info["cpu_mhz"] > 0
     # the kinds the project's machines are: the file names and the docs' table use these
     assert cpu_kind("Intel(R) Xeon(R) Processor", {"amx_bf16", "amx_tile", "avx512_bf16"}) == "intel-xeon-amx"
     assert cpu_kind("AMD EPYC 9B14", {"avx512_bf16", "avx512f"}) == "amd-epyc-bf16"
@@ -110,6 +114,22 @@ def test_the_lab_patches_of_a_larger_simulated_micrograph():
     assert kept[0][1].shape == (512, 512) and kept[0][1][0, 0] == 0 and source_of(kept[0][0]) == "hrtem_000"
     small = lab_patches([("hrtem_001", image[:512, :512], (0.02, 0.02), mask[600:, 600:])])
     assert [name for name, *_ in small] == ["hrtem_001"]   # a 512 px micrograph is its own patch, kept as before
+
+
+def test_realism_set_takes_knobs_and_sample_settings_in_their_config_units():
+    import argparse
+
+    from benchmarks.realism import _knob, simulate_keywords
+
+    given = dict(_knob(t) for t in ("carbon_thickness_nm=1.5,2.5", "defocus_offset_nm=-2", "image_spread_nm=0.035",
+                                    "frozen_phonons=4"))
+    assert given == {"carbon_thickness_nm": [1.5, 2.5], "defocus_offset_nm": -2.0, "image_spread_nm": 0.035,
+                     "frozen_phonons": 4}
+    keywords = simulate_keywords(given)
+    assert keywords.pop("image_spread_a") == pytest.approx(0.35)
+    assert keywords == {"carbon_thickness_a": (15.0, 25.0), "defocus_offset_a": -20.0, "frozen_phonons": 4}
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown knob 'carbon'"):
+        _knob("carbon=1")
 
 
 def test_realism_verdict_puts_each_simulated_figure_beside_the_real_one_and_its_band(tmp_path):
@@ -155,3 +175,37 @@ def test_suite_benchmark_reads_a_junit_report(tmp_path):
     assert (out["passed"], out["failed"], out["skipped"], out["tests"]) == (1, 1, 1, 3)
     assert out["wall_seconds"] == 12.5 and out["test_seconds_total"] == 10.5
     assert [s["test"] for s in out["slowest"]] == ["tests.a::test_x", "tests.a::test_y"] and out["machine"]["kind"]
+
+
+def _stored(path, kind, commit, **data):
+    path.write_text(json.dumps({"machine": {"kind": kind, "cpu": "Some CPU", "cores": 2, "flags": ["avx2"],
+                                            "commit": commit, "date": "2026-12-01"}, **data}))
+
+
+def test_kinds_joins_a_kinds_stored_benchmarks_and_counts_its_targets(tmp_path):
+    from benchmarks.kinds import kind_summary
+
+    _stored(tmp_path / "demo_k.json", "k", "aaa", wall_seconds=600.0, job_seconds_total=900.0)
+    _stored(tmp_path / "suite_k.json", "k", "bbb", wall_seconds=800.0, tests=10)
+    _stored(tmp_path / "epoch_k.json", "k", "bbb",
+            sets=[{"set": "paper_sized", "speedup_whole_epoch": 1.0}, {"set": "small", "speedup_whole_epoch": 3.456}])
+    out = kind_summary("k", tmp_path)
+    assert (out["demo_pipeline_seconds"], out["suite_seconds"], out["epoch_speedup"]) == (600.0, 800.0, 3.46)
+    assert out["inference_mpx_per_s"] is None  # no predict_job_k.json: not measured, not guessed
+    assert (out["targets_met"], out["targets_measured"]) == (2, 3)  # the demo's pipeline is over 540 s
+    assert out["machine"]["commit"] == "aaa, bbb" and out["measured"]["suite_seconds"]["file"] == "suite_k.json"
+    _stored(tmp_path / "predict_job_k.json", "other", "ccc", runs=[])
+    with pytest.raises(SystemExit, match="measured on 'other', not 'k'"):
+        kind_summary("k", tmp_path)
+    with pytest.raises(SystemExit, match="no benchmark files for the CPU kind 'none'"):
+        kind_summary("none", tmp_path)
+
+
+def test_stored_kind_tables_are_what_their_files_give():
+    from benchmarks.kinds import OUT, kind_summary
+
+    stored = sorted(OUT.glob("kind_*.json"))
+    assert stored, "no benchmarks/out/kind_<kind>.json: python -m benchmarks.kinds KIND > that file"
+    for path in stored:
+        assert json.loads(path.read_text()) == kind_summary(path.stem.removeprefix("kind_")), \
+            f"{path.name} is stale: rerun python -m benchmarks.kinds {path.stem.removeprefix('kind_')}"

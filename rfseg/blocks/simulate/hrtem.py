@@ -55,7 +55,7 @@ KNOBS = {
     "detector_read_noise": ("detector_read_noise", 1, float,
                             "camera readout noise (sd, counted electrons per pixel): white, after the point spread"),
     "frozen_phonons": ("frozen_phonons", 1, int,
-                       "thermal diffuse scattering: frozen-phonon configurations averaged (0: off; cost grows with it)"),
+                       "thermal vibration: frozen-phonon configurations averaged (0: off; cost grows with it)"),
     "illumination_variation": ("illumination_variation", 1, float, "slow illumination change over the field"),
     "n_particles": ("n_particles", 1, int, "particles per micrograph, a range lo,hi"),
     "shapes": ("shapes", 1, str, "particle shapes drawn from: " + ", ".join(SHAPES)),
@@ -364,7 +364,8 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
         raise UserError(f"a {size} px field at {pixel_size_nm:g} nm/px ({L / 10:.1f} nm) cannot hold particles of up "
                         f"to {diameter_nm[1]:g} nm: raise --size or lower --diameter-nm")
     t_c = rng.uniform(*carbon_thickness_a)
-    carbon = amorphous_carbon(L, L, t_c, int(rng.integers(2**31))) + [0, 0, 2.0]
+    scene_seed = int(rng.integers(2**31))
+    carbon = amorphous_carbon(L, L, t_c, scene_seed) + [0, 0, 2.0]
     top = 2.0 + t_c
     placed = _place_particles(rng, L, top, diameter_nm=diameter_nm, n_particles=n_particles, shapes=shapes,
                               zone_axis_fraction=zone_axis_fraction, touching_fraction=touching_fraction,
@@ -379,9 +380,9 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     # the CTF acts at the exit plane, below the particles; the offset and spread move away from Scherzer
     defocus = scherzer_defocus_a() + defocus_offset_a + defocus_spread_a * rng.normal() + (cell_z - mid)
     astigmatism, astigmatism_angle = astigmatism_a * rng.random(), rng.uniform(0, np.pi)
-    if frozen_phonons > 0:  # drawn only then, so that without it every micrograph stays as it was
+    if frozen_phonons > 0:  # seeded apart from rng: the same micrograph, only vibrating (a paired comparison)
         atoms = abtem.FrozenPhonons(atoms, num_configs=frozen_phonons, sigmas=THERMAL_SD_A,
-                                    seed=int(rng.integers(2**31)))
+                                    seed=int(np.random.SeedSequence([scene_seed, 1]).generate_state(1)[0]))
     potential = abtem.Potential(atoms, gpts=size * oversampling, slice_thickness=2, parametrization="lobato",
                                 projection="infinite")
     ctf = abtem.CTF(Cs=CS_A, defocus=defocus, astigmatism=astigmatism, astigmatism_angle=astigmatism_angle,
