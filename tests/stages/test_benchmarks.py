@@ -132,6 +132,24 @@ def test_realism_set_takes_knobs_and_sample_settings_in_their_config_units():
         _knob("carbon=1")
 
 
+def test_published_score_can_judge_a_field_as_a_window_without_its_own_flat_field(monkeypatch):
+    from benchmarks.published import members, score
+    from rfseg.blocks import predictor
+    from rfseg.stages.importer import PRETRAINED
+
+    seen = []
+
+    def micrograph(self, image, px, where=None):
+        seen.append(self.recipe.flat_field)
+        return np.zeros(image.shape), [np.zeros(image.shape)], None
+
+    monkeypatch.setattr(predictor.Predictor, "micrograph", micrograph)
+    frame = ("f", np.ones((64, 64), np.float32), (0.02, 0.02), np.ones((64, 64), bool))
+    score(members(PRETRAINED / "au-5nm-423e"), [frame])
+    score(members(PRETRAINED / "au-5nm-423e"), [frame], flat_field="none")
+    assert seen == ["bezier", "none"]  # the networks' own recipe, then the window's
+
+
 def test_realism_verdict_puts_each_simulated_figure_beside_the_real_one_and_its_band(tmp_path):
     from benchmarks.realism import CROSS, REAL, conditions_figure, interval, verdict
 
