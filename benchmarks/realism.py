@@ -211,7 +211,6 @@ def simulate_keywords(given: dict) -> dict:
 
 
 def main(argv=None):
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=16,
                     help="micrographs simulated per set (the 5 nm 423 e/Å² set: at least 16; the others half as "
