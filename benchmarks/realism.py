@@ -110,7 +110,7 @@ def interval(values, resamples: int = 2000, seed: int = 0, groups=None) -> list[
     return [round(float(q), 4) for q in np.percentile(means, [2.5, 97.5])]
 
 
-def _scored(bundle: str, frames: list, flat_field: str | None) -> tuple[dict, np.ndarray]:
+def _scored(bundle: str, frames: list, flat_field: str) -> tuple[dict, np.ndarray]:
     """A shipped ``bundle`` scored on ``frames`` (:func:`benchmarks.published.score`), with its hard dice as an array
     (micrographs, members)."""
     from benchmarks.published import members as bundle_members, score
@@ -121,7 +121,7 @@ def _scored(bundle: str, frames: list, flat_field: str | None) -> tuple[dict, np
 
 
 def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int = 0, keep: list | None = None,
-          flat_field: str | None = None) -> dict:
+          flat_field: str = "none") -> dict:
     """Simulate set ``name`` and score it with its published networks; ``keep`` collects its micrographs as
     (name, image, pixel size (y, x), mask); ``flat_field`` replaces the networks' (see :data:`FLAT_FIELDS`)."""
     from rfseg.blocks.measures import lab_contrast
@@ -147,13 +147,13 @@ def judge(name: str, n_images: int, knobs: dict, threads: int, seed_offset: int 
             "micrograph_mean_dice": dice.mean(1).round(3).tolist(),
             "mean_dice_ci": interval(dice.mean(1), groups=[source_of(f[0]) for f in frames]),
             "micrographs_most_folds_below_0.3": int(((dice < 0.3).sum(1) >= majority).sum()),
-            "lab_contrast_median": round(float(np.nanmedian([lab_contrast(f[1], f[3], flat_field or "bezier")
+            "lab_contrast_median": round(float(np.nanmedian([lab_contrast(f[1], f[3], flat_field)
                                                              for f in frames])), 3),
             "coverage": round(float(np.mean([f[3].mean() for f in frames])), 3),
             "seconds_per_micrograph": round(seconds, 2)}
 
 
-def cross_condition(bundle: str, frames: list, flat_field: str | None = None) -> dict:
+def cross_condition(bundle: str, frames: list, flat_field: str = "none") -> dict:
     """Hard dice of a published ``bundle`` on micrographs simulated for another condition, with its interval."""
     per_micrograph = _scored(bundle, frames, flat_field)[1].mean(1)
     return {"mean_dice": round(float(per_micrograph.mean()), 4),
@@ -229,14 +229,13 @@ def main(argv=None):
     if args.flat_field == "none":
         given.setdefault("illumination_variation", 0.0)
     knobs = simulate_keywords(given)
-    flat_field = None if args.flat_field == "bezier" else args.flat_field
     out = {"knobs": given, "flat_field": args.flat_field, "sets": {}, "machine": machine(args.threads)}
     kept = {}
     for name in args.sets.split(","):
         kept[name] = []
         out["sets"][name] = judge(name, args.n_images if name == "au_5nm_423e" else max(8, args.n_images // 2),
-                                  knobs, args.threads, args.seed_offset, kept[name], flat_field)
-    cross = {(b, n): cross_condition(b, kept[n], flat_field) for b, n in CROSS if n in kept}
+                                  knobs, args.threads, args.seed_offset, kept[name], args.flat_field)
+    cross = {(b, n): cross_condition(b, kept[n], args.flat_field) for b, n in CROSS if n in kept}
     out.update(verdict(out["sets"], cross))
     if args.figure:
         figure(kept, out["sets"], args.figure)

@@ -117,6 +117,7 @@ def test_bezier_surface_recovers_a_quadratic_illumination_despite_particles():
     with pytest.raises(UserError, match="positive intensities"):
         bezier_flat_field(image - 2000)
 
+
 def test_a_bezier_flat_field_on_a_small_field_takes_away_the_darkness_of_particles_filling_half_of_it():
     """Why the realism benchmark can treat a simulated field as a window of a larger micrograph (flat field "none"):
     faint particles over half of a field pull a surface fitted on that field down with them."""

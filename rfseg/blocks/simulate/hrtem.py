@@ -301,14 +301,21 @@ def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: fl
     return image
 
 
-#: keywords of :func:`simulate_image` that are widths, spreads or noise levels (>= 0), and those that must be > 0
+#: keywords of :func:`simulate_image` that are widths, spreads or noise levels (>= 0), that must be > 0, and the
+#: shares in [0, 1] (zero allowed: True) or (0, 1] (False)
 _AT_LEAST_ZERO = ("defocus_spread_a", "focal_spread_a", "convergence_mrad", "astigmatism_a", "image_spread_a",
                   "detector_psf_px", "detector_read_noise", "illumination_variation", "frozen_phonons")
 _ABOVE_ZERO = ("aperture_mrad",)
+_SHARES = {"zone_axis_fraction": True, "touching_fraction": True, "detector_dqe": False}
 
 
 def _check_knob_ranges(keywords: dict) -> None:
     """Raise a :class:`UserError` naming the config key and CLI option, in the user's unit, for a knob out of range."""
+    for key, zero_allowed in _SHARES.items():
+        value = keywords[key]
+        if not (0 <= value <= 1 and (zero_allowed or value > 0)):
+            interval = "[0, 1]" if zero_allowed else "(0, 1]"
+            raise UserError(f"simulate {key} (--{key.replace('_', '-')}) must lie in {interval}, got {value}")
     config_key = {name: (key, factor) for key, (name, factor, _, _) in KNOBS.items()}
     for name in _AT_LEAST_ZERO + _ABOVE_ZERO:
         value = keywords[name]
@@ -344,12 +351,6 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     unknown = sorted(set(shapes) - set(SHAPES))
     if unknown or not shapes:
         raise UserError(f"simulate shapes must be among {', '.join(SHAPES)}, got {', '.join(unknown) or 'none'}")
-    for key, value, zero_allowed in (("zone_axis_fraction", zone_axis_fraction, True),
-                                     ("touching_fraction", touching_fraction, True),
-                                     ("detector_dqe", detector_dqe, False)):
-        if not (0 <= value <= 1 and (zero_allowed or value > 0)):
-            interval = "[0, 1]" if zero_allowed else "(0, 1]"
-            raise UserError(f"simulate {key} (--{key.replace('_', '-')}) must lie in {interval}, got {value}")
     _check_knob_ranges(locals())
     if len(n_particles) != 2 or not 0 <= n_particles[0] <= n_particles[1]:
         raise UserError(f"simulate n_particles (--n-particles) must be a range lo,hi with 0 <= lo <= hi, got "
