@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from rfseg.blocks import bundle, io
+from rfseg.blocks.measures import LAB_RECIPE
 from rfseg.blocks.models import count_params, build_model, receptive_field
-from rfseg.blocks.preprocess import Recipe
 from rfseg.blocks.published import convert
 from rfseg.errors import UserError
 
-#: how the published networks' inputs were prepared (the lab's dataset-creation notebook)
-LAB_RECIPE = Recipe(xray_threshold=1500, xray_passes=2, flat_field="bezier")
+#: where the published networks come from; their inputs were prepared by LAB_RECIPE (the lab's dataset-creation
+#: notebook)
 LAB_REPOSITORY = "ScottLabUCB/HRTEM-Generalization"
 LAB_COMMIT = "0da34bbadcad1965f26b37177ad8a166a2c7261b"
 LAB_PATCH_SIZE_PX = 512
