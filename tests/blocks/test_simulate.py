@@ -128,6 +128,25 @@ def test_read_noise_is_white_adds_in_quadrature_and_matters_at_low_dose_only():
     assert high < 1.2 * detector(flat, 400.0, 1.0, 1.0, np.random.default_rng(1)).std()
 
 
+def test_noise_floor_lowers_the_dqe_at_low_dose_and_is_correlated_like_the_shot_noise():
+    from rfseg.blocks.simulate.hrtem import detector
+
+    flat = np.ones((256, 256), np.float32)
+    for counts in (4.0, 400.0):  # no point spread: the variance is that of DQE / (1 + floor^2 / counted)
+        counted = 0.5 * counts
+        expected_dqe = 0.5 / (1 + 2.0**2 / counted)
+        floored = detector(flat, counts, 0.0, 0.5, np.random.default_rng(0), noise_floor=2.0)
+        assert floored.std() == pytest.approx((expected_dqe * counts) ** -0.5, rel=0.05)
+        assert floored.mean() == pytest.approx(1, abs=0.02)
+    low = detector(flat, 4.0, 1.0, 0.5, np.random.default_rng(0), noise_floor=2.0)
+    # blurred with the shot noise, unlike the readout's white noise
+    assert _radial_power(low) < 0.2 and _radial_power(low) == pytest.approx(
+        _radial_power(detector(flat, 4.0, 1.0, 0.5, np.random.default_rng(0))), rel=0.3)
+    # zero draws nothing: a micrograph without a floor is the one made before the option existed
+    assert np.array_equal(detector(flat, 4.0, 1.0, 0.5, np.random.default_rng(3), noise_floor=0.0),
+                          detector(flat, 4.0, 1.0, 0.5, np.random.default_rng(3)))
+
+
 def test_illumination_is_a_slow_field_of_the_stated_amplitude():
     from rfseg.blocks.simulate.hrtem import illumination
 
@@ -238,6 +257,7 @@ def test_frozen_phonons_damp_the_finest_fringes_and_do_not_darken_the_particles(
     ("--aperture-mrad", "0", "aperture_mrad (--aperture-mrad) must be above 0, got 0"),
     ("--illumination-variation", "1.5", "must be at most 0.9, got 1.5"),
     ("--frozen-phonons", "-2", "frozen_phonons (--frozen-phonons) must be at least 0, got -2"),
+    ("--detector-noise-floor", "-1", "detector_noise_floor (--detector-noise-floor) must be at least 0, got -1"),
 ])
 def test_a_knob_out_of_range_is_one_line_naming_key_and_option_in_the_users_unit(cli, tmp_path, option, value, needle):
     from tests.support import one_line_error

@@ -54,6 +54,9 @@ KNOBS = {
     "detector_dqe": ("detector_dqe", 1, float, "camera detective quantum efficiency (share of the dose counted)"),
     "detector_read_noise": ("detector_read_noise", 1, float,
                             "camera readout noise (sd, counted electrons per pixel): white, after the point spread"),
+    "detector_noise_floor": ("detector_noise_floor", 1, float,
+                             "camera noise that does not grow with the dose (sd, counted electrons per pixel), before "
+                             "the point spread: the DQE falls at low dose"),
     "frozen_phonons": ("frozen_phonons", 1, int,
                        "thermal vibration: frozen-phonon configurations averaged (0: off; cost grows with it)"),
     "illumination_variation": ("illumination_variation", 1, float, "slow illumination change over the field"),
@@ -283,18 +286,23 @@ def illumination(shape: tuple[int, int], amplitude: float, rng: np.random.Genera
 
 
 def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: float, rng: np.random.Generator,
-             read_noise: float = 0.0):
+             read_noise: float = 0.0, noise_floor: float = 0.0):
     """A counting camera behind a scintillator: shot noise on ``dqe`` * ``counts_per_px`` electrons per pixel at
-    intensity 1, then signal and noise alike blurred by a Gaussian point spread of ``psf_px`` (sigma, px), so the
+    intensity 1; with ``noise_floor`` > 0, Gaussian noise of that sd in counted electrons per pixel that does not grow
+    with the dose; then signal and noise alike blurred by a Gaussian point spread of ``psf_px`` (sigma, px), so the
     noise comes out correlated over the point spread (noise power ~ MTF^2); then, with ``read_noise`` > 0, the
-    readout's own noise, white Gaussian of that sd in counted electrons per pixel (it does not grow with the dose, so
-    it matters at low dose only). Returned in intensity units."""
+    readout's own noise, white Gaussian of that sd in counted electrons per pixel. Both dose-independent terms matter
+    at low dose only: the noise floor lowers the DQE to ``dqe / (1 + noise_floor**2 / (dqe * counts_per_px))``, the
+    way integrating cameras' DQE falls at low dose, with the noise correlated like the shot noise. Returned in
+    intensity units."""
     from scipy import ndimage
 
     from rfseg.blocks.simulate import poisson_noise
 
     counted = dqe * counts_per_px
     noisy = poisson_noise(intensity, counted, rng)
+    if noise_floor > 0:
+        noisy = (noisy + rng.normal(0.0, noise_floor / counted, noisy.shape)).astype(np.float32)
     image = ndimage.gaussian_filter(noisy, psf_px, mode="wrap").astype(np.float32) if psf_px > 0 else noisy
     if read_noise > 0:
         image = (image + rng.normal(0.0, read_noise / counted, image.shape)).astype(np.float32)
@@ -304,7 +312,7 @@ def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: fl
 #: keywords of :func:`simulate_image` that are widths, spreads or noise levels (>= 0), that must be > 0, and the
 #: shares in [0, 1] (zero allowed: True) or (0, 1] (False)
 _AT_LEAST_ZERO = ("defocus_spread_a", "focal_spread_a", "convergence_mrad", "astigmatism_a", "image_spread_a",
-                  "detector_psf_px", "detector_read_noise", "illumination_variation", "frozen_phonons")
+                  "detector_psf_px", "detector_read_noise", "detector_noise_floor", "illumination_variation", "frozen_phonons")
 _ABOVE_ZERO = ("aperture_mrad",)
 _SHARES = {"zone_axis_fraction": True, "touching_fraction": True, "detector_dqe": False}
 
@@ -332,14 +340,16 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
                    n_particles=(2, 5), dose_e_per_a2=(300.0, 3000.0), carbon_thickness_a=(30.0, 50.0),
                    defocus_offset_a=0.0, defocus_spread_a=100.0, focal_spread_a=30.0, convergence_mrad=0.2,
                    astigmatism_a=50.0, detector_psf_px=1.0, detector_dqe=0.5, detector_read_noise=0.0,
-                   illumination_variation=0.1, shapes=SHAPES, zone_axis_fraction=0.3, touching_fraction=0.5,
-                   cross_border=True, aperture_mrad=30.0, image_spread_a=0.65, frozen_phonons=0, oversampling=2):
+                   detector_noise_floor=0.0, illumination_variation=0.1, shapes=SHAPES, zone_axis_fraction=0.3,
+                   touching_fraction=0.5, cross_border=True, aperture_mrad=30.0, image_spread_a=0.65, frozen_phonons=0,
+                   oversampling=2):
     """One HRTEM micrograph. Returns (intensity float32 (size, size), labels uint16, params dict).
 
     Lengths in Å, doses in e/Å². The defocus of a micrograph is Scherzer + ``defocus_offset_a`` + a normal draw of
     sd ``defocus_spread_a``; two-fold astigmatism is drawn uniformly up to ``astigmatism_a`` at a random angle.
     ``focal_spread_a`` (1/e width) and ``convergence_mrad`` (beam semi-angle) set the temporal and spatial coherence
-    envelopes, ``detector_psf_px`` / ``detector_dqe`` / ``detector_read_noise`` the camera (:func:`detector`),
+    envelopes, ``detector_psf_px`` / ``detector_dqe`` / ``detector_read_noise`` / ``detector_noise_floor`` the camera
+    (:func:`detector`),
     ``illumination_variation`` a slow multiplicative field (:func:`illumination`). ``frozen_phonons`` > 0 averages the
     image over that many configurations of thermally displaced atoms (:data:`THERMAL_SD_A`): the finest lattice
     fringes are damped (Debye-Waller); the particles do not get darker (tested). Particles: ``shapes`` drawn from
@@ -399,7 +409,8 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     if illumination_variation > 0:
         clean = clean * illumination((size, size), illumination_variation, rng)
     dose = float(np.exp(rng.uniform(np.log(dose_e_per_a2[0]), np.log(dose_e_per_a2[1]))))
-    image = detector(clean, dose * px**2, detector_psf_px, detector_dqe, rng, detector_read_noise)
+    image = detector(clean, dose * px**2, detector_psf_px, detector_dqe, rng, detector_read_noise,
+                     detector_noise_floor)
     labels = np.zeros((size, size), np.uint16)
     for k, xyz in enumerate(particles, start=1):
         labels[_particle_mask(xyz[:, :2], (size, size), px) & (labels == 0)] = k
