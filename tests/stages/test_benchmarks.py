@@ -69,6 +69,27 @@ def test_predict_job_benchmark_quick_mode_prints_json():
         assert run["tile_mpx_per_micrograph"] == 512**2 / 1e6 and run["compiled_at_micrograph"] is None
 
 
+def test_step_profile_quick_mode_times_both_memory_settings_and_lists_ops_and_onednn_kernels():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.step_profile", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["step"] == {"arch": "n2_p44", "batch": 4, "patch_px": 64, "threads": 1, "precision": "auto",
+                           "autocast": out["step"]["autocast"], "steps": 3}
+    for allocator in ("reuse", "glibc_default"):
+        assert len(out["speed"][allocator]["runs_patches_per_s"]) == 2 and out["speed"][allocator]["patches_per_s"] > 0
+    assert out["speed"]["reuse_over_default"] > 0
+    ops = out["ops"]["top"]
+    assert len(ops) == 5 and ops[0]["self_ms_per_step"] >= ops[-1]["self_ms_per_step"] > 0
+    assert sum(r["share"] for r in ops) <= 1.0001
+    if out["step"]["autocast"] == "bfloat16":  # the CPU path whose kernels the docs discuss
+        convs = [r for r in out["onednn"]["primitives"] if r["primitive"] == "convolution"]
+        # every convolution of the step runs in oneDNN, both backward directions too: 10 3x3 and 6 1x1 layers
+        assert {r["direction"] for r in convs} >= {"forward_training", "backward_data", "backward_weights"}
+        assert sum(r["calls_per_step"] for r in convs if r["direction"] == "forward_training") == 16
+        assert 0 < out["onednn"]["ms_per_step"] < out["ops"]["profiled_ms_per_step"] and out["onednn"]["isa"]
+
+
 def test_every_benchmark_names_its_cpu_kind_flags_commit_and_date():
     from benchmarks import cpu_kind, machine
 
