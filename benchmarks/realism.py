@@ -198,6 +198,17 @@ def _knob(text: str):
     return key, values if listed or len(values) > 1 else values[0]
 
 
+def _scoped_knob(text: str):
+    """``[SET:]KEY=VALUE``: a knob for every set, or with a set's name in front for that set alone (a condition
+    simulated otherwise, e.g. ``au_5nm_80e:detector_dqe=0.15``) -> (set or None, key, value)."""
+    scope, sep, rest = text.partition(":")
+    if not sep or "=" in scope:
+        return (None, *_knob(text))
+    if scope not in SETS:
+        raise argparse.ArgumentTypeError(f"unknown set {scope!r} in {text!r}; one of {', '.join(SETS)}")
+    return (scope, *_knob(rest))
+
+
 def simulate_keywords(given: dict) -> dict:
     """``--set`` values in their config units -> :func:`rfseg.blocks.simulate.hrtem.simulate_image` keywords (Å)."""
     from rfseg.blocks.simulate.hrtem import knob_keywords
@@ -216,8 +227,9 @@ def main(argv=None):
                     help="micrographs simulated per set (the 5 nm 423 e/Å² set: at least 16; the others half as "
                          "many, at least 8)")
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated, of: " + ", ".join(SETS))
-    ap.add_argument("--set", dest="knobs", action="append", default=[], type=_knob, metavar="KNOB=VALUE",
-                    help="a simulate knob in its config unit (repeatable), e.g. detector_psf_px=0.7")
+    ap.add_argument("--set", dest="knobs", action="append", default=[], type=_scoped_knob, metavar="[SET:]KNOB=VALUE",
+                    help="a simulate knob in its config unit (repeatable), e.g. detector_psf_px=0.7; with a set's "
+                         "name in front for that set only, e.g. au_5nm_80e:detector_dqe=0.15")
     ap.add_argument("--seed-offset", type=int, default=0, help="added to every set's seed: other micrographs")
     ap.add_argument("--figure", help="PNG: the first micrographs of each set after the lab's recipe")
     ap.add_argument("--conditions-figure", help="PNG: each simulated figure beside the real one, with its band")
@@ -225,14 +237,19 @@ def main(argv=None):
     ap.add_argument("--flat-field", choices=list(FLAT_FIELDS), default="none",
                     help="; ".join(f"{k}: {v}" for k, v in FLAT_FIELDS.items()))
     args = ap.parse_args(argv)
-    given = dict(args.knobs)
+    given = {key: value for scope, key, value in args.knobs if scope is None}
+    per_set = {}
+    for scope, key, value in args.knobs:
+        if scope is not None:
+            per_set.setdefault(scope, {})[key] = value
     if args.flat_field == "none":
         given.setdefault("illumination_variation", 0.0)
-    knobs = simulate_keywords(given)
-    out = {"knobs": given, "flat_field": args.flat_field, "sets": {}, "machine": machine(args.threads)}
+    out = {"knobs": given, "set_knobs": per_set, "flat_field": args.flat_field, "sets": {},
+           "machine": machine(args.threads)}
     kept = {}
     for name in args.sets.split(","):
         kept[name] = []
+        knobs = simulate_keywords({**given, **per_set.get(name, {})})
         out["sets"][name] = judge(name, args.n_images if name == "au_5nm_423e" else max(8, args.n_images // 2),
                                   knobs, args.threads, args.seed_offset, kept[name], args.flat_field)
     cross = {(b, n): cross_condition(b, kept[n], args.flat_field) for b, n in CROSS if n in kept}

@@ -79,9 +79,10 @@ def _ops(run, steps: int, top: int) -> dict:
         run(steps)
     events = prof.key_averages(group_by_input_shape=True)
     total_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
-    rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    rows = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]  # shapes of tensors; scalars dropped
     return {"profiled_ms_per_step": round(total_ms, 2),
-            "top": [{"op": e.key, "input_shapes": str(e.input_shapes), "calls_per_step": e.count / steps,
+            "top": [{"op": e.key, "input_shapes": str([s for s in e.input_shapes if s]),
+                     "calls_per_step": e.count / steps,
                      "self_ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),
                      "share": round(e.self_cpu_time_total / 1e3 / steps / total_ms, 4)} for e in rows]}
 

@@ -140,7 +140,7 @@ def test_the_lab_patches_of_a_larger_simulated_micrograph():
 def test_realism_set_takes_knobs_and_sample_settings_in_their_config_units():
     import argparse
 
-    from benchmarks.realism import _knob, simulate_keywords
+    from benchmarks.realism import _knob, _scoped_knob, simulate_keywords
 
     given = dict(_knob(t) for t in ("carbon_thickness_nm=1.5,2.5", "defocus_offset_nm=-2", "image_spread_nm=0.035",
                                     "frozen_phonons=4"))
@@ -151,6 +151,11 @@ def test_realism_set_takes_knobs_and_sample_settings_in_their_config_units():
     assert keywords == {"carbon_thickness_a": (15.0, 25.0), "defocus_offset_a": -20.0, "frozen_phonons": 4}
     with pytest.raises(argparse.ArgumentTypeError, match="unknown knob 'carbon'"):
         _knob("carbon=1")
+    # a set's name in front sets the knob for that set only
+    assert _scoped_knob("au_5nm_80e:detector_dqe=0.15") == ("au_5nm_80e", "detector_dqe", 0.15)
+    assert _scoped_knob("detector_dqe=0.15") == (None, "detector_dqe", 0.15)
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown set 'au_80e'"):
+        _scoped_knob("au_80e:detector_dqe=0.15")
 
 
 def test_published_score_can_judge_a_field_as_a_window_without_its_own_flat_field(monkeypatch):

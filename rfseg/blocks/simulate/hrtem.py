@@ -16,7 +16,8 @@ Recipe (all lengths in Å inside this module, as abTEM uses):
   the output grid.
 - Camera: shot noise at a dose drawn log-uniformly from a range, half of it counted (DQE 0.5, of a scintillator
   camera at 300 kV), then signal and noise alike blurred by a Gaussian point spread of 1 px (sigma), which makes the
-  noise coarse-grained as on real cameras; no readout noise by default (``detector_read_noise``).
+  noise coarse-grained as on real cameras; no readout noise and no dose-independent noise floor by default
+  (``detector_read_noise``, ``detector_noise_floor``).
 The mask of a particle is the convex hull of its projected atoms grown by 1.44 Å. These defaults were chosen by
 ``benchmarks/realism.py``: at 5 nm and 423 e/Å² the published real-data networks judge such micrographs as they
 judge real ones (docs/explanation/simulator.md).
@@ -312,7 +313,8 @@ def detector(intensity: np.ndarray, counts_per_px: float, psf_px: float, dqe: fl
 #: keywords of :func:`simulate_image` that are widths, spreads or noise levels (>= 0), that must be > 0, and the
 #: shares in [0, 1] (zero allowed: True) or (0, 1] (False)
 _AT_LEAST_ZERO = ("defocus_spread_a", "focal_spread_a", "convergence_mrad", "astigmatism_a", "image_spread_a",
-                  "detector_psf_px", "detector_read_noise", "detector_noise_floor", "illumination_variation", "frozen_phonons")
+                  "detector_psf_px", "detector_read_noise", "detector_noise_floor", "illumination_variation",
+                  "frozen_phonons")
 _ABOVE_ZERO = ("aperture_mrad",)
 _SHARES = {"zone_axis_fraction": True, "touching_fraction": True, "detector_dqe": False}
 
