@@ -10,10 +10,13 @@ from support import FORMATS, THREADS, make_patch_dir, run_cli, scratch_copy, sna
 @pytest.fixture(scope="session", autouse=True)
 def _threads_per_worker():
     """Code a test runs in-process without setting threads uses support.THREADS (one per pytest-xdist worker), not
-    PyTorch's default of one per core."""
+    PyTorch's default of one per core, and keeps the memory it frees as the rfseg commands do."""
     import torch
 
+    from rfseg.cli import reuse_freed_memory
+
     torch.set_num_threads(THREADS)
+    reuse_freed_memory()  # as every rfseg command's process does, so in-process training runs as the commands do
 
 
 @pytest.fixture
