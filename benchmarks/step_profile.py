@@ -110,7 +110,8 @@ def _onednn(args, steps: int) -> dict:
              "ms_per_step": round(ms / steps, 3)} for (p, impl, d), (c, ms) in groups.items()]
     rows.sort(key=lambda r: -r["ms_per_step"])
     return {"ms_per_step": round(sum(r["ms_per_step"] for r in rows), 2),
-            "isa": sorted({r["implementation"].split(":")[-1] for r in rows if ":" in r["implementation"]}),
+            "convolution_isa": ", ".join(sorted({r["implementation"].split(":")[-1] for r in rows
+                                                 if r["primitive"] == "convolution" and ":" in r["implementation"]})),
             "primitives": rows}
 
 

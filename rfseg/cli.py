@@ -743,8 +743,8 @@ def reuse_freed_memory() -> bool:
     """Make glibc's allocator keep the memory a job frees for its next allocations (blocks up to 32 MB, glibc's cap)
     instead of handing it back to the system. A training step frees and allocates the same activations every time;
     by default glibc returns large blocks with munmap above a moving threshold, and the next step faults them back in
-    page by page: about 4,600 page faults per step of the demo's training against about 50, and a tenth of its step
-    time (docs/explanation/performance.md). Values are unchanged. Set here, in the command's own
+    page by page: about 4,400 page faults per step of the demo's training against a few dozen, and a tenth or more
+    of its step time (docs/explanation/performance.md). Values are unchanged. Set here, in the command's own
     process, rather than in the library, because it is a setting of the whole process. False where the C library
     has no ``mallopt`` (not glibc) or refuses."""
     import ctypes
