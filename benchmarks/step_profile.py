@@ -4,8 +4,8 @@
     python -m benchmarks.step_profile --batch 16 --threads 2
     python -m benchmarks.step_profile --quick               # seconds: checks that it runs (CI)
 
-The step is ``rfseg.blocks.training.train_step`` as ``rfseg train`` runs it (the model, optimiser, precision and
-memory layout of the training defaults) on random patches. Three parts:
+The step is ``rfseg.blocks.training.train_step`` as ``rfseg train`` runs it (channels-last, the precision's autocast,
+augmentation on the fly) on random patches, built as the throughput benchmark builds it. Three parts:
 
 - ``speed``: patches/s of the step without the profiler, the median of ``--repeats`` timed runs, each in a fresh
   process after warm-up steps, so the profiler's own cost does not enter it; once with the memory setting every
@@ -39,36 +39,23 @@ ALLOCATORS = ("reuse", "glibc_default")
 
 
 def _step_runner(arch: str, batch: int, patch_px: int, threads: int, precision: str):
-    """A function running k training steps of the training defaults on fixed random patches, and the autocast dtype."""
+    """A function running the next k training steps (:func:`benchmarks.throughput.rfseg_step`), and the autocast
+    dtype."""
     import torch
 
-    from rfseg.blocks.models import ArchSpec, build_model
-    from rfseg.blocks.runtime import autocast_dtype, autocast_factory
-    from rfseg.blocks.training import train_step
-    from rfseg.stages.train import TrainConfig
+    from benchmarks.throughput import rfseg_step
+    from rfseg.blocks.runtime import autocast_dtype
 
-    torch.set_num_threads(threads)
-    cfg = TrainConfig(batch_size=batch, precision=precision)
     device = torch.device("cpu")
-    memfmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = build_model(ArchSpec.from_name(arch), seed=1).to(memory_format=memfmt)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    dtype = autocast_dtype(cfg.precision, device)
-    amp = autocast_factory(device, dtype)
-    g = torch.Generator().manual_seed(0)
-    n = 4 * batch
-    x = torch.randn(n, 1, patch_px, patch_px, generator=g)
-    y = (torch.rand(n, patch_px, patch_px, generator=g) > 0.5).long()
-    transforms = torch.randint(0, 8, (n,), generator=g)
-    state = {"i": 0}
+    step = rfseg_step(arch, patch_px, batch, 0, threads, device, precision)
+    done = {"steps": 0}
 
     def run(k: int) -> None:
         for _ in range(k):
-            start = (state["i"] * batch) % n
-            idx = torch.arange(start, start + batch)
-            train_step(model, opt, amp, memfmt, x, y, idx, transforms[idx])
-            state["i"] += 1
+            step(done["steps"])
+            done["steps"] += 1
 
+    dtype = autocast_dtype(precision, device)
     return run, (str(dtype).replace("torch.", "") if dtype else "fp32")
 
 

@@ -79,7 +79,9 @@ def _reference(spec_name, size, batch, steps, threads, device):
     return step
 
 
-def _rfseg(spec_name, size, batch, steps, threads, device):
+def rfseg_step(spec_name, size, batch, steps, threads, device, precision="auto"):
+    """rfseg's training step (``train_step``: channels-last, autocast at ``precision``, on-the-fly augmentation) on
+    random patches, as ``step(i)`` running the i-th step; ``step.params`` is the network's parameter count."""
     from rfseg.blocks.augment import epoch_plan
     from rfseg.blocks.models import ArchSpec, build_model
     from rfseg.blocks.runtime import autocast_dtype, autocast_factory
@@ -92,7 +94,7 @@ def _rfseg(spec_name, size, batch, steps, threads, device):
     yt = torch.from_numpy(y).long().to(device)
     model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device, memory_format=memfmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    amp = autocast_factory(device, autocast_dtype("auto", device))
+    amp = autocast_factory(device, autocast_dtype(precision, device))
     idx, ks = epoch_plan(1, 0, len(xt), "all8")
     idx = idx.to(device)
 
@@ -149,7 +151,7 @@ def _time_training(args):
         from rfseg.blocks.runtime import configure_cuda
 
         configure_cuda(deterministic=method != "rfseg_cudnn_benchmark")
-    build = _reference if method == "reference" else _rfseg
+    build = _reference if method == "reference" else rfseg_step
     step = build(spec_name, size, batch, steps, threads, device)
     for i in range(3):
         step(i)
