@@ -237,11 +237,9 @@ def main(argv=None):
     ap.add_argument("--flat-field", choices=list(FLAT_FIELDS), default="none",
                     help="; ".join(f"{k}: {v}" for k, v in FLAT_FIELDS.items()))
     args = ap.parse_args(argv)
-    given = {key: value for scope, key, value in args.knobs if scope is None}
-    per_set = {}
+    given, per_set = {}, {}
     for scope, key, value in args.knobs:
-        if scope is not None:
-            per_set.setdefault(scope, {})[key] = value
+        (given if scope is None else per_set.setdefault(scope, {}))[key] = value
     if args.flat_field == "none":
         given.setdefault("illumination_variation", 0.0)
     out = {"knobs": given, "set_knobs": per_set, "flat_field": args.flat_field, "sets": {},

@@ -351,12 +351,12 @@ def simulate_image(rng: np.random.Generator, *, size=512, pixel_size_nm=0.02152,
     sd ``defocus_spread_a``; two-fold astigmatism is drawn uniformly up to ``astigmatism_a`` at a random angle.
     ``focal_spread_a`` (1/e width) and ``convergence_mrad`` (beam semi-angle) set the temporal and spatial coherence
     envelopes, ``detector_psf_px`` / ``detector_dqe`` / ``detector_read_noise`` / ``detector_noise_floor`` the camera
-    (:func:`detector`),
-    ``illumination_variation`` a slow multiplicative field (:func:`illumination`). ``frozen_phonons`` > 0 averages the
-    image over that many configurations of thermally displaced atoms (:data:`THERMAL_SD_A`): the finest lattice
-    fringes are damped (Debye-Waller); the particles do not get darker (tested). Particles: ``shapes`` drawn from
-    :data:`SHAPES`, ``zone_axis_fraction`` of them near a low-index zone axis, ``touching_fraction`` put against an
-    earlier one, ``cross_border`` lets them cross the (periodic) field's edge."""
+    (:func:`detector`), ``illumination_variation`` a slow multiplicative field (:func:`illumination`).
+    ``frozen_phonons`` > 0 averages the image over that many configurations of thermally displaced atoms
+    (:data:`THERMAL_SD_A`): the finest lattice fringes are damped (Debye-Waller); the particles do not get darker
+    (tested). Particles: ``shapes`` drawn from :data:`SHAPES`, ``zone_axis_fraction`` of them near a low-index zone
+    axis, ``touching_fraction`` put against an earlier one, ``cross_border`` lets them cross the (periodic) field's
+    edge."""
     import abtem
     from ase import Atoms
 
