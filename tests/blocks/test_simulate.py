@@ -57,6 +57,24 @@ def test_same_seed_same_micrographs():
             assert np.array_equal(ia, ib) and np.array_equal(la, lb) and pa == pb
 
 
+def test_abtem_ffts_of_numpy_arrays_run_in_scipy_and_dask_arrays_keep_their_path():
+    import dask.array as da
+    import scipy.fft
+    from abtem.core import fft as abtem_fft
+
+    from rfseg.blocks.simulate.hrtem import route_abtem_fft_to_scipy
+
+    assert route_abtem_fft_to_scipy()
+    routed = abtem_fft._fft_dispatch
+    assert route_abtem_fft_to_scipy() and abtem_fft._fft_dispatch is routed  # not wrapped twice
+    wave = np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.complex64)
+    out = abtem_fft.fft2(wave)
+    assert out.dtype == np.complex64 and np.array_equal(out, scipy.fft.fft2(wave))
+    assert np.array_equal(abtem_fft.ifft2(out), scipy.fft.ifft2(out))
+    lazy = abtem_fft.fft2(da.from_array(wave, chunks=(1, 64, 64)))
+    assert isinstance(lazy, da.Array) and np.array_equal(lazy.compute(), scipy.fft.fft2(wave))
+
+
 def test_parallel_workers_make_the_same_micrographs_in_order():
     from rfseg.blocks.simulate import hrtem
 
