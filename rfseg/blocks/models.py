@@ -154,8 +154,8 @@ class BatchNorm2d(nn.BatchNorm2d):
     PyTorch's CPU batch-norm statistics on channels-last tensors vectorise over channels, which this UNet has few of
     (4 and 8 at full and half resolution): there forward and backward ran about 10x slower than on NCHW, a third of
     a training step. The two copies each way cost far less (docs/explanation/performance.md). In eval mode batch norm
-    is a per-channel affine map, fast in either layout, and left as it is so that compiled inference can fold it into
-    the convolutions."""
+    is a per-channel affine map, left as it is here; inference folds it into the convolution before it
+    (:func:`fold_batch_norm`)."""
 
     NCHW_BELOW_CHANNELS = 16
 
@@ -199,6 +199,26 @@ class ResidualBlock(nn.Module):
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return self.relu(y + self.project(x))
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` in eval mode with the batch norms of its residual blocks folded into the
+    convolutions before them (``torch.nn.utils.fusion.fuse_conv_bn_eval``), the original left as it is.
+
+    Eval-mode batch norm is a per-channel affine map, so the folded network computes the same function; its values
+    differ by rounding (float32: 5e-7 in probability; bfloat16 autocast: up to 0.015, no mask pixel changed on a
+    4096² micrograph). Eager CPU inference skips a fifth of its work: the demo's N = 2 network segmented a 4096²
+    micrograph in 1.10 s against 1.42 on an Intel Xeon with AMX."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if isinstance(block, ResidualBlock) and isinstance(block.bn1, nn.BatchNorm2d):
+            block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+    return folded
 
 
 class ResidualUNet(nn.Module):

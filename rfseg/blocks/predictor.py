@@ -14,6 +14,7 @@ import numpy as np
 from rfseg.blocks import bundle
 from rfseg.blocks.inference import (AUTO_TILE, DEFAULT_OVERLAP, check_tiling, compiled, sliding_window_probability,
                                     tile_plan)
+from rfseg.blocks.models import fold_batch_norm
 from rfseg.blocks.preprocess import Recipe, RecipeError, apply_recipe
 from rfseg.blocks.runtime import pick_device
 from rfseg.errors import UserError, check_choice
@@ -92,7 +93,7 @@ class Predictor:
             if m["pixel_size_nm"] != self.pixel_size_nm or Recipe.from_dict(m.get("preprocess")) != self.recipe:
                 raise UserError(f"{d}: trained on data of another pixel size or preprocessing than {model_dirs[0]}: "
                                 f"ensemble models of one dataset only")
-        self.models = [m for m, _ in loaded]
+        self.models = [fold_batch_norm(m) for m, _ in loaded]
         self.tile = first["patch_size_px"] if tile is None else tile
         self.overlap, self.batch_size, self.tta, self.precision = overlap, batch_size, tta, precision
         for model in self.models:

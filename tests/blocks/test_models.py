@@ -274,3 +274,25 @@ def test_layout_fixes_apply_to_bfloat16_on_a_cpu_only():
         assert gradient_like(skip16) is skip16
     out = gradient_like(skip16)
     assert out is not skip16 and out.grad_fn is not None and torch.equal(out, skip16)
+
+
+@pytest.mark.parametrize("arch", ["n2_p44", "n2_p22_d124"])
+def test_folded_batch_norm_computes_the_same_network_without_batch_norm(arch):
+    from rfseg.blocks.models import Conv2d, fold_batch_norm
+
+    model = build_model(ArchSpec.from_name(arch), seed=3)
+    gen = torch.Generator().manual_seed(1)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # statistics as after training
+        bn.running_mean.copy_(torch.randn(bn.num_features, generator=gen))
+        bn.running_var.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
+        bn.weight.data.copy_(torch.randn(bn.num_features, generator=gen))
+    model.train()
+    folded = fold_batch_norm(model)
+    assert model.training and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
+    assert not folded.training and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert all(type(b.conv1) is Conv2d for b in folded.encoders)  # dilated layers keep their float32 path
+    x = torch.randn(2, 1, 64, 64, generator=gen)
+    with torch.no_grad():
+        reference, out = model.eval()(x), folded(x)
+    assert torch.allclose(out, reference, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(out, fold_batch_norm(build_model(ArchSpec.from_name(arch), seed=4))(x))
