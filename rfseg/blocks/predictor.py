@@ -26,10 +26,11 @@ COMPILE = ("auto", "on", "off")
 #: as the size of the current one) included. The rent-or-buy rule: compile once the time eager inference would lose
 #: against compiled inference pays for the compilation, i.e. after compile_s / (1/eager - 1/compiled) megapixels of
 #: tiles, which never costs more than twice the better of "always" and "never" in hindsight. Measured by
-#: benchmarks/predict_job.py (docs/explanation/performance.md) on a bfloat16 CPU: 250 and 776 Mpx for a published
-#: N = 4 network, 348, 460 and 501 for the demo's N = 2; the smallest keeps all within that bound. On a GPU
+#: benchmarks/predict_job.py (docs/explanation/performance.md) since eager inference folds batch norm, on an Intel
+#: Xeon with AMX: 578 Mpx for the demo's N = 2 network, 683 for a published N = 4 one; the smallest keeps both within
+#: that bound (before the folding, eager inference was slower and the break-even points 250-776 Mpx). On a GPU
 #: compiling gains too little (docs/explanation/performance.md).
-COMPILE_AFTER_MPX = 250.0
+COMPILE_AFTER_MPX = 578.0
 
 
 #: what a user of predict can do about a pixel size the models cannot take
