@@ -240,6 +240,9 @@ def main(argv=None):
     given, per_set = {}, {}
     for scope, key, value in args.knobs:
         (given if scope is None else per_set.setdefault(scope, {}))[key] = value
+    unused = sorted(per_set.keys() - set(args.sets.split(",")))
+    if unused:
+        ap.error(f"--set names {', '.join(unused)}, which --sets leaves out: add it to --sets or drop that --set")
     if args.flat_field == "none":
         given.setdefault("illumination_variation", 0.0)
     out = {"knobs": given, "set_knobs": per_set, "flat_field": args.flat_field, "sets": {},

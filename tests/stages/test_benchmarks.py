@@ -159,6 +159,15 @@ def test_realism_set_takes_knobs_and_sample_settings_in_their_config_units():
         _scoped_knob("au_80e:detector_dqe=0.15")
 
 
+def test_realism_refuses_a_set_knob_for_a_set_it_does_not_run(capsys):
+    from benchmarks.realism import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--sets", "au_5nm_423e", "--set", "au_5nm_80e:detector_dqe=0.15"])
+    assert exit_.value.code == 2
+    assert "--set names au_5nm_80e, which --sets leaves out" in capsys.readouterr().err
+
+
 def test_published_score_can_judge_a_field_as_a_window_without_its_own_flat_field(monkeypatch):
     from benchmarks.published import members, score
     from rfseg.blocks import predictor
