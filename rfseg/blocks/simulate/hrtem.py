@@ -343,11 +343,10 @@ def route_abtem_fft_to_scipy() -> bool:
 
     The multislice spends most of its time in FFTs of complex64 waves, and numpy's forward transform of complex64 ran
     4x slower than scipy's on an Intel Xeon with AMX (1024², one thread: 35 against 7.5 ms; a micrograph of 512² took
-    3.8 s against 8.4).
-    Both are pocketfft without planning, so a seed still gives the same micrograph every time; FFTW computes the same
-    way only when it plans by estimate, and its estimated plans were 3x slower than numpy's. abTEM (1.0) offers numpy,
-    FFTW and MKL, not scipy, so its dispatcher for numpy arrays is wrapped; an abTEM without that dispatcher keeps
-    numpy's FFT (micrographs then differ in their last bits, and with them some Poisson draws)."""
+    3.8 s against 8.4). Both are pocketfft without planning, so a seed still gives the same micrograph every time;
+    FFTW computes the same way only when it plans by estimate, and its estimated plans were 3x slower than numpy's.
+    abTEM (1.0) offers numpy, FFTW and MKL, not scipy, so its dispatcher for numpy arrays is wrapped; an abTEM without
+    that dispatcher keeps numpy's FFT (micrographs then differ in their last bits, and with them some Poisson draws)."""
     from abtem.core import fft as abtem_fft
 
     dispatch = getattr(abtem_fft, "_fft_dispatch", None)
