@@ -49,11 +49,9 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
 # Tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another);
-# the slow ones start first (tests/conftest.py) and an idle worker takes over half of the other's queue (worksteal),
-# so no long test starts when the rest is nearly done. The 20 slowest are listed at the end, so the suite's time
-# budget can be watched from any run.
+# the 20 slowest are listed at the end, so the suite's time budget can be watched from any run.
 TEST_WORKERS ?= auto
-PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=20
+PYTEST := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20
 
 test: $(STAMP)
 	$(PYTEST) $(PYTEST_ARGS)

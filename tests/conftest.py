@@ -19,13 +19,6 @@ def _threads_per_worker():
     reuse_freed_memory()  # as every rfseg command's process does, so in-process training runs as the commands do
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked slow (the workflow runs: about 60 % of the suite's test-seconds) run first, each group in its
-    collected order: under pytest-xdist a long test that started last would leave the other worker idle until it
-    ends."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture
 def cli():
     return run_cli
