@@ -240,7 +240,8 @@ def main(argv=None):
     given, per_set = {}, {}
     for scope, key, value in args.knobs:
         (given if scope is None else per_set.setdefault(scope, {}))[key] = value
-    unused = sorted(per_set.keys() - set(args.sets.split(",")))
+    sets = args.sets.split(",")
+    unused = sorted(per_set.keys() - set(sets))
     if unused:
         ap.error(f"--set names {', '.join(unused)}, which --sets leaves out: add it to --sets or drop that --set")
     if args.flat_field == "none":
@@ -248,7 +249,7 @@ def main(argv=None):
     out = {"knobs": given, "set_knobs": per_set, "flat_field": args.flat_field, "sets": {},
            "machine": machine(args.threads)}
     kept = {}
-    for name in args.sets.split(","):
+    for name in sets:
         kept[name] = []
         knobs = simulate_keywords({**given, **per_set.get(name, {})})
         out["sets"][name] = judge(name, args.n_images if name == "au_5nm_423e" else max(8, args.n_images // 2),
