@@ -197,11 +197,12 @@ def _paper_run(args):
 def _time_inference(args):
     spec_name, size, tile, overlap, threads, precision, compile_model = args
     from rfseg.blocks.inference import compiled, sliding_window_probability
-    from rfseg.blocks.models import ArchSpec, build_model
+    from rfseg.blocks.models import ArchSpec, build_model, fold_batch_norm
 
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(ArchSpec.from_name(spec_name), seed=1).to(device).eval()
+    # prepared as the Predictor prepares every network it runs
+    model = fold_batch_norm(build_model(ArchSpec.from_name(spec_name), seed=1).to(device))
     if compile_model:
         model = compiled(model)
     image = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
