@@ -300,13 +300,16 @@ def _run_train(args):
 
 def _add_evaluate(p):
     from rfseg.blocks.runtime import DEVICES
-    from rfseg.stages.evaluate import evaluate
+    from rfseg.stages.evaluate import PUBLISHED_FLAT_FIELDS, evaluate
 
     p.add_argument("--model", required=True, help="bundle folder with model.pt and model.json")
     p.add_argument("--patches", required=True)
     p.add_argument("--dataset", required=True)
     _opt(p, "--preprocessed", evaluate, help="the dataset's preprocessed folder (needed for published networks)")
     _opt(p, "--tta", evaluate, action="store_true", help="average the 8 dihedral transforms")
+    _opt(p, "--published-flat-field", evaluate, choices=PUBLISHED_FLAT_FIELDS,
+         help="a published network's flat field: bundle (its own recipe) or none (the test micrographs are windows "
+              "of larger micrographs flat-fielded as a whole)")
     _opt(p, "--device", evaluate, choices=DEVICES)
     _opt(p, "--threads", evaluate, type=_positive_int)
     p.add_argument("--out", required=True)
@@ -317,7 +320,7 @@ def _run_evaluate(args):
     from rfseg.stages.evaluate import evaluate
 
     row = evaluate(args.model, args.patches, args.out, args.dataset,
-                   **_given(args, "preprocessed", "tta", "device", "threads"))
+                   **_given(args, "preprocessed", "tta", "device", "threads", "published_flat_field"))
     print(f"{row['dataset']} {row['arch']} seed {row['seed']}: hard dice {row['hard_dice']:.4f}, soft dice "
           f"{row['soft_dice']:.4f}, global dice {row['global_dice']:.4f} on {row['n_test_patches']} patches")
 

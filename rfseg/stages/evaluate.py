@@ -4,10 +4,14 @@ false-negative maps (``rfseg evaluate``).
 A bundle trained on the dataset runs on its test patches directly. A published bundle (``rfseg import``) expects its
 own preprocessing and pixel size: it segments each test micrograph from its source file with its recipe (the
 :class:`~rfseg.blocks.predictor.Predictor` path of ``rfseg predict``), and the same test patches are cut from its
-probability, so both are scored on exactly the same pixels.
+probability, so both are scored on exactly the same pixels. ``published_flat_field="none"`` drops the bundle's own
+flat field: for test micrographs that are windows of larger micrographs already flat-fielded as a whole (simulated
+fields standing for patches of the lab's 4096² px micrographs).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -18,15 +22,21 @@ from rfseg.blocks.models import table_columns
 from rfseg.blocks.particles import label_particles, particle_filter
 from rfseg.blocks.predictor import Predictor
 from rfseg.blocks.runtime import pick_device, set_threads
-from rfseg.errors import UserError
+from rfseg.errors import UserError, check_choice
 
 
 def _px_text(px) -> str:
     return "an unknown pixel size" if px is None else f"{px:.5g} nm/px"
 
 
-def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, batch_size) -> np.ndarray:
-    """Test-patch probabilities (n, size, size) of a bundle run on the test micrographs' source files."""
+#: how a published network flat-fields the test micrographs: with its own recipe, or not at all (windows)
+PUBLISHED_FLAT_FIELDS = ("bundle", "none")
+
+
+def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, batch_size,
+                      flat_field: str = "bundle") -> np.ndarray:
+    """Test-patch probabilities (n, size, size) of a bundle run on the test micrographs' source files;
+    ``flat_field`` is one of :data:`PUBLISHED_FLAT_FIELDS`."""
     if preprocessed is None:
         raise UserError(f"{model_dir} is a published network with its own preprocessing: give the dataset's "
                         f"preprocessed folder (--preprocessed) so that it can read the source micrographs")
@@ -37,6 +47,8 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
     # predict's tiling (the whole-micrograph result), and eager: a score must not depend on how many micrographs the
     # test split has (compile="auto" would switch on with large splits)
     predictor = Predictor([model_dir], device=device, tta=tta, batch_size=batch_size, compile="off")
+    if flat_field == "none":
+        predictor.recipe = replace(predictor.recipe, flat_field="none")
     out = np.zeros((len(test), size, size), np.float32)
     for source, rows in test.groupby("source_image", sort=False):
         rec = manifest.loc[source]
@@ -76,12 +88,15 @@ def run_status(prob: np.ndarray, history=None) -> str:
 
 
 def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, tta: bool = False,
-             device: str = "auto", threads: int = 1, batch_size: int = 16, pixel_tolerance: float = 0.01) -> dict:
+             device: str = "auto", threads: int = 1, batch_size: int = 16, pixel_tolerance: float = 0.01,
+             published_flat_field: str = "bundle") -> dict:
     """Evaluate one model bundle on the test patches of ``patch_dir``.
 
     Writes ``metrics.csv`` (one row), ``particles.csv``, ``probabilities.tif`` and ``false_negatives.tif`` into
     ``out_dir``; returns the metrics row. A trained bundle must come from data at the patches' pixel size; a
-    published one (method "published") needs ``preprocessed``, the dataset's preprocessed folder."""
+    published one (method "published") needs ``preprocessed``, the dataset's preprocessed folder;
+    ``published_flat_field`` (one of :data:`PUBLISHED_FLAT_FIELDS`) is how it flat-fields them."""
+    check_choice("published_flat_field", published_flat_field, PUBLISHED_FLAT_FIELDS)
     set_threads(threads)
     dev = pick_device(device)
     meta = bundle.read_bundle_meta(model_dir)
@@ -93,7 +108,7 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, 
     published = meta.get("source") == "published"
     if published:
         prob = _from_micrographs(model_dir, patch_dir, preprocessed, images.shape[-1], device=device, tta=tta,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, flat_field=published_flat_field)
     else:
         if (meta["pixel_size_nm"] is None) != (px is None) or (
                 px is not None and abs(meta["pixel_size_nm"] - px) > pixel_tolerance * px):

@@ -86,6 +86,11 @@ def test_tta_through_evaluate_and_predict(cli, tmp_path, toy_models):
     """evaluation: {tta: true} reaches `rfseg evaluate` as --tta; TTA averages eight transforms, so its probability
     differs from the plain one but segments the same particles."""
     assert _tiny(lambda c: c["evaluation"].update(tta=True)).evaluate_flags() == "--tta --device cpu"
+    # the published networks' flat field reaches their evaluation only, and only when not the bundle's own
+    windows = _tiny(lambda c: c["evaluation"].update(published_flat_field="none"))
+    assert windows.evaluate_flags() == "--device cpu"
+    assert windows.evaluate_published_flags() == "--device cpu --published-flat-field none"
+    assert _tiny(lambda c: None).evaluate_published_flags() == "--device cpu"
     patches = make_patch_dir(tmp_path / "p", n=(2, 2, 4), size=64, pixel_size_nm=0.25)
     for flag, out in [((), "plain"), (("--tta",), "tta")]:
         cli("evaluate", "--model", toy_models[0], "--patches", patches, "--dataset", "toy", *flag, "--out",

@@ -92,7 +92,7 @@ rule evaluate_published:
         runtime=30,
         gpu=config["compute"]["gpus_per_job"],
     params:
-        options=PLAN.evaluate_flags(),
+        options=PLAN.evaluate_published_flags(),
         model=lambda wc, input: bundle_dir(input),
         out=lambda wc, output: str(Path(output.metrics).parent),
         dataset=dataset,
