@@ -195,3 +195,58 @@ def cheapest_within_interval(paired: pd.DataFrame) -> dict:
     resolved = bool(best["diff_ci_low"] > 0) or worse
     pick = nets[nets["diff_mean"] >= best["diff_ci_low"]].iloc[0] if best["diff_ci_low"] > 0 else nets.iloc[0]
     return {"pick": pick, "best": best, "resolved": resolved, "worse": worse}
+
+
+def gain_difference(scores_a: pd.DataFrame, scores_b: pd.DataFrame, arch: str, reference: str,
+                    resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """How much more ``arch`` gains over ``reference`` on dataset A than on dataset B: (A's paired gain) minus (B's),
+    with a bootstrap interval.
+
+    The two datasets have their own micrographs and their own trainings, so each resample draws A's micrographs and
+    seeds and B's independently; within a dataset the gain stays paired by seed and micrograph, as in
+    :func:`paired_differences`.
+
+    Parameters
+    ----------
+    scores_a, scores_b : DataFrame, per-micrograph scores of one dataset each (``rfseg paired --per-micrograph``:
+        columns ``method``, ``arch``, ``seed``, ``micrograph``, ``score``); trained networks (method "unet") only
+        are used.
+    arch, reference : str
+        The architecture whose gain is compared, and the one it is taken against, present in both.
+
+    Returns
+    -------
+    dict with ``gain_a``, ``gain_b`` (mean paired gains), ``diff_mean`` (gain_a - gain_b), ``diff_ci_low``,
+    ``diff_ci_high``, and ``n_seeds_a/b``, ``n_micrographs_a/b``.
+
+    Raises
+    ------
+    ValueError
+        When an architecture is missing from a dataset or not scored on the reference's seeds and micrographs.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def gains(scores, name):
+        nets = scores[scores["method"] == "unet"]
+        grids = []
+        for a in (arch, reference):
+            rows = nets[nets["arch"] == a]
+            if rows.empty:
+                raise ValueError(f"dataset {name}: no scores of {a}")
+            grids.append(rows.pivot_table(index="seed", columns="micrograph", values="score", aggfunc="mean"))
+        g, r = grids
+        if list(g.index) != list(r.index) or set(g.columns) != set(r.columns) or g.isna().any().any():
+            raise ValueError(f"dataset {name}: {arch} was not scored on {reference}'s seeds and micrographs")
+        d = (g[r.columns] - r).to_numpy()  # (seeds, micrographs) of paired gains
+        s = rng.integers(0, d.shape[0], (resamples, d.shape[0]))
+        m = rng.integers(0, d.shape[1], (resamples, d.shape[1]))
+        return float(d.mean()), np.array([d[np.ix_(si, mi)].mean() for si, mi in zip(s, m)]), d.shape
+
+    gain_a, boot_a, (seeds_a, micro_a) = gains(scores_a, "A")
+    gain_b, boot_b, (seeds_b, micro_b) = gains(scores_b, "B")
+    lo, hi = np.quantile(boot_a - boot_b, [(1 - level) / 2, (1 + level) / 2])
+    return {"gain_a": gain_a, "gain_b": gain_b, "diff_mean": gain_a - gain_b, "diff_ci_low": float(lo),
+            "diff_ci_high": float(hi), "n_seeds_a": seeds_a, "n_micrographs_a": micro_a, "n_seeds_b": seeds_b,
+            "n_micrographs_b": micro_b}

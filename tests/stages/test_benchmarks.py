@@ -263,3 +263,41 @@ def test_stored_kind_tables_are_what_their_files_give():
     for path in stored:
         assert json.loads(path.read_text()) == kind_summary(path.stem.removeprefix("kind_")), \
             f"{path.name} is stale: rerun python -m benchmarks.kinds {path.stem.removeprefix('kind_')}"
+
+
+def test_series_contrast_orders_sets_by_contrast_and_reads_each_gain_difference(tmp_path):
+    """Three sets whose larger RF gains 0.06, 0.03 and 0.03 over the smallest, at lab contrasts 0.2, 0.4, 0.6: the
+    sets come out in contrast order, the pick is the larger RF where its gain is resolved, and the claim reads
+    "agrees" for lowest against the others and "cannot tell" between the two equal gains."""
+    import pandas as pd
+
+    from rfseg.blocks.stats import paired_differences
+
+    rng = np.random.default_rng(5)
+    for name, gain, contrast in [("hi", 0.03, 0.6), ("lo", 0.06, 0.2), ("mid", 0.03, 0.4)]:
+        rows = []
+        shift = rng.normal(0, 0.1, 16)
+        for arch, rf, g in [("n2_p22", 44, 0.0), ("n2_p88", 392, gain)]:
+            for seed in ("1", "2", "3", "4"):
+                rows += [{"dataset": name, "method": "unet", "arch": arch, "params": 8074, "rf_px": rf,
+                          "rf_nm": rf * 0.02, "seed": seed, "micrograph": f"m{m}",
+                          "score": 0.8 + shift[m] + g + rng.normal(0, 0.005)} for m in range(16)]
+        scores = pd.DataFrame(rows)
+        (tmp_path / name).mkdir()
+        scores.to_csv(tmp_path / name / "per_micrograph.csv", index=False)
+        paired_differences(scores, "n2_p22", resamples=500).to_csv(tmp_path / name / "paired.csv", index=False)
+        pd.DataFrame([{"dataset": name, "lab_contrast": contrast}]).to_csv(tmp_path / name / "fingerprint.csv",
+                                                                            index=False)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.series_contrast", "--results", str(tmp_path), "--sets",
+                           "hi,mid,lo", "--resamples", "500"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert [s["set"] for s in out["sets"]] == ["lo", "mid", "hi"]
+    assert all(s["pick"] == "n2_p88" and s["pick_rf_nm"] == 7.84 and s["resolved"] for s in out["sets"])
+    readings = {(c["lower_contrast"], c["higher_contrast"]): c for c in out["comparisons"]}
+    assert readings["lo", "mid"]["reading"] == readings["lo", "hi"]["reading"] == "agrees"
+    assert readings["lo", "hi"]["diff_mean"] == pytest.approx(0.03, abs=0.005)
+    assert readings["mid", "hi"]["reading"] == "cannot tell" and out["machine"]["kind"]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.series_contrast", "--results", str(tmp_path / "none")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "run the series first" in proc.stderr
