@@ -33,7 +33,8 @@ readme-figure: run
 	mkdir -p docs && cp results/figures/hrtem/dice_vs_rf.png docs/demo_dice_vs_rf_hrtem.png
 
 # The measured series that `rfseg recommend` consults for datasets known only by their fingerprint
-# (resources/series), collected from a finished run of configs/series.yaml.
+# (resources/series), collected from a finished run of configs/series.yaml; its summary.csv (mean ± std over seeds)
+# is for the docs.
 SERIES ?= results/series
 series-evidence: $(STAMP)
 	mkdir -p resources/series
@@ -41,6 +42,7 @@ series-evidence: $(STAMP)
 	pd.concat([pd.read_csv(f) for f in sorted(glob.glob(sys.argv[1] + '/*/paired.csv'))]).to_csv(sys.argv[2] + '/paired.csv', index=False); \
 	pd.concat([pd.read_csv(f) for f in sorted(glob.glob(sys.argv[1] + '/*/fingerprint.csv'))]).to_csv(sys.argv[2] + '/fingerprints.csv', index=False)" \
 	$(SERIES) resources/series
+	cp $(SERIES)/summary.csv resources/series/summary.csv
 
 # The docs site (results/site): the generated reference pages and tables are rewritten first, then MkDocs builds
 # with --strict, so a broken link or a missing page fails.

@@ -609,12 +609,15 @@ def _run_models(args):
 
 # ---------------------------------------------------------------------------------------------- fingerprint, recommend
 def _add_fingerprint(p):
-    from rfseg.stages.fingerprint import fingerprint
+    from rfseg.stages.fingerprint import LAB_FLAT_FIELDS, fingerprint
 
     p.add_argument("--preprocessed", required=True)
     p.add_argument("--patches", required=True)
     p.add_argument("--dataset", required=True)
     _opt(p, "--material", fingerprint, help="lattice spacings for the fringe share")
+    _opt(p, "--published-flat-field", fingerprint, choices=list(LAB_FLAT_FIELDS),
+         help="the lab contrast's flat field: bundle (the published networks' own) or none (windows of larger "
+              "micrographs flat-fielded as a whole)")
     p.add_argument("--out", required=True, help="CSV (one row)")
     p.set_defaults(func=_run_fingerprint)
 
@@ -624,7 +627,8 @@ def _run_fingerprint(args):
 
     from rfseg.stages.fingerprint import fingerprint
 
-    fp = fingerprint(args.preprocessed, args.patches, args.dataset, args.out, **_given(args, "material"))
+    fp = fingerprint(args.preprocessed, args.patches, args.dataset, args.out,
+                     **_given(args, "material", "published_flat_field"))
     print(pd.Series(fp).to_string())
 
 

@@ -556,12 +556,15 @@ class Plan:
     def evaluate_flags(self) -> str:
         return flags([("--tta", self.config["evaluation"]["tta"]), ("--device", self.config["compute"]["device"])])
 
-    def evaluate_published_flags(self) -> str:
-        """evaluate's flags for a published network: the flat field only when not the bundle's own, so configs
-        without the key keep their rules' parameters (and their results) unchanged."""
+    def published_flat_field_flag(self) -> str:
+        """``--published-flat-field none`` where the config judges micrographs as windows, else nothing, so that
+        configs without the key keep their rules' parameters (and their results) unchanged."""
         flat = self.config["evaluation"].get("published_flat_field", "bundle")
-        return " ".join(filter(None, [self.evaluate_flags(),
-                                      flags([("--published-flat-field", None if flat == "bundle" else flat)])]))
+        return flags([("--published-flat-field", None if flat == "bundle" else flat)])
+
+    def evaluate_published_flags(self) -> str:
+        """evaluate's flags for a published network."""
+        return " ".join(filter(None, [self.evaluate_flags(), self.published_flat_field_flag()]))
 
     def fourier_flags(self, ds) -> str:
         f = self.datasets[ds]["fourier"]

@@ -25,12 +25,13 @@ from rfseg.blocks.runtime import pick_device, set_threads
 from rfseg.errors import UserError, check_choice
 
 
+#: how a published network flat-fields the micrographs it judges: with its own recipe ("bundle"), or not at all
+#: ("none": the micrographs are windows of larger ones, flat-fielded as a whole)
+PUBLISHED_FLAT_FIELDS = ("bundle", "none")
+
+
 def _px_text(px) -> str:
     return "an unknown pixel size" if px is None else f"{px:.5g} nm/px"
-
-
-#: how a published network flat-fields the test micrographs: with its own recipe, or not at all (windows)
-PUBLISHED_FLAT_FIELDS = ("bundle", "none")
 
 
 def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, batch_size,
@@ -95,7 +96,8 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, 
     Writes ``metrics.csv`` (one row), ``particles.csv``, ``probabilities.tif`` and ``false_negatives.tif`` into
     ``out_dir``; returns the metrics row. A trained bundle must come from data at the patches' pixel size; a
     published one (method "published") needs ``preprocessed``, the dataset's preprocessed folder;
-    ``published_flat_field`` (one of :data:`PUBLISHED_FLAT_FIELDS`) is how it flat-fields them."""
+    ``published_flat_field`` (one of :data:`PUBLISHED_FLAT_FIELDS`) is how it flat-fields
+    them."""
     check_choice("published_flat_field", published_flat_field, PUBLISHED_FLAT_FIELDS)
     set_threads(threads)
     dev = pick_device(device)

@@ -5,7 +5,8 @@ when calibrated); amplitude contrast, (mean particle - mean background) / std ba
 lattice-fringe strength, the share of particle area whose local energy in the material's first-order Bragg band
 exceeds the 95th percentile of the background's; the lab contrast of the published networks (median background
 minus median particle after their preprocessing of the raw micrograph), per micrograph; class balance; numbers of
-micrographs and patches.
+micrographs and patches. With ``published_flat_field="none"`` the lab contrast is taken without the networks' flat
+field, for micrographs that are windows of larger ones flat-fielded as a whole (as ``rfseg evaluate`` judges them).
 """
 
 from __future__ import annotations
@@ -15,8 +16,14 @@ import pandas as pd
 
 from rfseg.blocks import artifacts, io
 from rfseg.blocks.fourier import LATTICE_SPACINGS_NM
-from rfseg.blocks.measures import amplitude_contrast, fringe_share, lab_contrast
+from rfseg.blocks.measures import LAB_RECIPE, amplitude_contrast, fringe_share, lab_contrast
 from rfseg.blocks.particles import label_particles
+from rfseg.blocks.preprocess import RecipeError
+from rfseg.errors import UserError, check_choice
+
+#: the lab contrast's flat field for each choice of ``published_flat_field`` (``rfseg evaluate``'s choices): the
+#: published networks' own, or none for windows of larger micrographs flat-fielded as a whole
+LAB_FLAT_FIELDS = {"bundle": LAB_RECIPE.flat_field, "none": "none"}
 
 
 def _quantiles(d: np.ndarray, unit: str) -> dict:
@@ -26,11 +33,13 @@ def _quantiles(d: np.ndarray, unit: str) -> dict:
 
 
 def fingerprint(preprocessed_dir, patch_dir, dataset: str, out=None, *, material: str = "Au",
-                min_particle_px: int = 10) -> dict:
+                min_particle_px: int = 10, published_flat_field: str = "bundle") -> dict:
     """The fingerprint of one dataset as a dict (one CSV row, written to ``out`` when given).
 
     nm columns are left empty for uncalibrated data; ``material`` picks the lattice spacings of the fringe share
-    (Au when the material is not in the table)."""
+    (Au when the material is not in the table); ``published_flat_field`` picks the lab contrast's flat field
+    (:data:`LAB_FLAT_FIELDS`)."""
+    check_choice("published_flat_field", published_flat_field, LAB_FLAT_FIELDS)
     manifest, _ = artifacts.read_preprocessed(preprocessed_dir)
     summary = artifacts.read_patch_summary(patch_dir)
     px = summary["pixel_size_nm"]
@@ -46,7 +55,14 @@ def fingerprint(preprocessed_dir, patch_dir, dataset: str, out=None, *, material
             contrasts.append(amplitude_contrast(image, mask))
             fringes.append(fringe_share(image, mask, px, spacings))
             raw = io.read_image(rec["source_image"]).data
-            lab.append(lab_contrast(raw, io.read_mask(rec["source_mask"], raw.shape)))
+            try:
+                lab.append(lab_contrast(raw, io.read_mask(rec["source_mask"], raw.shape),
+                                        LAB_FLAT_FIELDS[published_flat_field]))
+            except RecipeError as e:  # the recipe is the published networks', not the user's to change
+                raise UserError(f"{rec['source_image']}: the lab contrast: {e.problem}",
+                                "if these micrographs are windows of larger ones flat-fielded as a whole, measure "
+                                "without the flat field (config: evaluation.published_flat_field: none; rfseg "
+                                "fingerprint --published-flat-field none)") from None
     d = np.array(diameters)
     fr = np.array(fringes, float)
     fp = {

@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,6 +47,32 @@ def test_fingerprints_tell_hrtem_from_lowres(tmp_path, cli):
     assert rec["arch"] == "n2_p22" and "fingerprint" in rec["basis"]
     rec = json.loads(cli("recommend", "hrtem", "--fingerprints", tmp_path / "hrtem_fp.csv", "--json").stdout)
     assert rec == from_fingerprint(h.to_dict()) and rec["reason"]
+
+
+def test_fingerprint_lab_contrast_of_windows_skips_the_flat_field_and_a_failing_surface_is_named(tmp_path, cli):
+    """--published-flat-field none (config: evaluation.published_flat_field) measures the lab contrast without the
+    networks' Bézier flat field, as the published networks judge windows; where that surface cannot be fitted (a
+    field whose counts reach zero over a band) the default stops with one line naming the micrograph and that key."""
+    from rfseg.blocks.measures import lab_contrast
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+    image = rng.poisson(20, (128, 128)).astype(float)
+    disc = np.hypot(yy - 64, xx - 64) < 20
+    image[disc] *= 0.5
+    image[:, :40] = 0
+    frames = [(f"w_{i:03d}", np.roll(image, 3 * i, axis=0), np.roll(disc, 3 * i, axis=0).astype(np.uint16), 0.02, {})
+              for i in range(3)]
+    _dataset(tmp_path, "w", frames, 128)
+    args = ["fingerprint", "--preprocessed", tmp_path / "w/pre", "--patches", tmp_path / "w/patches", "--dataset",
+            "w", "--out"]
+    proc = cli(*args, tmp_path / "bundle.csv")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "w_00" in proc.stderr
+    assert "evaluation.published_flat_field: none" in proc.stderr and not (tmp_path / "bundle.csv").exists()
+    cli(*args, tmp_path / "none.csv", "--published-flat-field", "none", check_rc=0)
+    measured = pd.read_csv(tmp_path / "none.csv").iloc[0]["lab_contrast"]
+    per_micrograph = [lab_contrast(f[1], f[2] > 0, "none") for f in frames]
+    assert measured == pytest.approx(np.median(per_micrograph)) and measured > 0
 
 
 def test_best_rf_is_smallest_within_one_std():

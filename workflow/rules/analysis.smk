@@ -114,10 +114,11 @@ rule fingerprint:
         runtime=10,
     params:
         material=lambda wc: PLAN.fingerprint_material(wc.dataset),
+        options=PLAN.published_flat_field_flag(),
         code=CODE["fingerprint"],
     shell:
         "rfseg fingerprint --preprocessed {input.pre:q} --patches {input.patches:q} --dataset {wildcards.dataset}"
-        " --material {params.material} --out {output:q} > {log:q} 2>&1"
+        " --material {params.material} {params.options} --out {output:q} > {log:q} 2>&1"
 
 
 rule dataset_table:
