@@ -95,9 +95,8 @@ def evaluate(model_dir, patch_dir, out_dir, dataset: str, *, preprocessed=None, 
 
     Writes ``metrics.csv`` (one row), ``particles.csv``, ``probabilities.tif`` and ``false_negatives.tif`` into
     ``out_dir``; returns the metrics row. A trained bundle must come from data at the patches' pixel size; a
-    published one (method "published") needs ``preprocessed``, the dataset's preprocessed folder;
-    ``published_flat_field`` (one of :data:`PUBLISHED_FLAT_FIELDS`) is how it flat-fields
-    them."""
+    published one (method "published") needs ``preprocessed``, the dataset's preprocessed folder, and flat-fields
+    the micrographs as ``published_flat_field`` says (one of :data:`PUBLISHED_FLAT_FIELDS`)."""
     check_choice("published_flat_field", published_flat_field, PUBLISHED_FLAT_FIELDS)
     set_threads(threads)
     dev = pick_device(device)
