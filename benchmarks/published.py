@@ -38,13 +38,9 @@ def score(bundle_dirs, micrographs, flat_field: str | None = None) -> dict:
     """Per-member and ensemble hard dice over (name, image, pixel_size_yx_nm, truth) micrographs; ``flat_field``
     replaces the bundles' flat field (``"none"``: each micrograph is a window of a larger one, flat-fielded as a
     whole)."""
-    from dataclasses import replace
-
     from rfseg.blocks.predictor import Predictor
 
-    predictor = Predictor(bundle_dirs, device="cpu")
-    if flat_field is not None:
-        predictor.recipe = replace(predictor.recipe, flat_field=flat_field)
+    predictor = Predictor(bundle_dirs, device="cpu", flat_field=flat_field)
     per_member, ensemble, names = [], [], []
     for name, image, px, truth in micrographs:
         prob, members, _ = predictor.micrograph(image, px, where=name)

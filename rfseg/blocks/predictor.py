@@ -7,6 +7,7 @@ the probability is brought back onto the micrograph's own grid.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,13 @@ class Predictor:
     job_micrographs : how many micrographs the job segments, when known: ``compile="auto"`` then counts the ones
         still to come as the size of the current one, so a job large enough compiles at its first micrograph instead
         of after segmenting that many tiles eagerly; None: only the tiles segmented so far count
+    flat_field : None for the bundles' own flat field, or one of :data:`~rfseg.blocks.preprocess.FLAT_FIELDS` in its
+        place ("none" for micrographs that are windows of larger ones flat-fielded as a whole)
     """
 
     def __init__(self, model_dirs, *, device: str = "auto", tile: int | str | None = AUTO_TILE,
                  overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, tta: bool = False, precision: str = "auto",
-                 compile: bool | str = "auto", job_micrographs: int | None = None):
+                 compile: bool | str = "auto", job_micrographs: int | None = None, flat_field: str | None = None):
         compile = {True: "on", False: "off"}.get(compile, compile)
         check_choice("--compile", compile, COMPILE)
         model_dirs = list(model_dirs)
@@ -94,6 +97,8 @@ class Predictor:
             if m["pixel_size_nm"] != self.pixel_size_nm or Recipe.from_dict(m.get("preprocess")) != self.recipe:
                 raise UserError(f"{d}: trained on data of another pixel size or preprocessing than {model_dirs[0]}: "
                                 f"ensemble models of one dataset only")
+        if flat_field is not None:
+            self.recipe = replace(self.recipe, flat_field=flat_field)
         self.models = [fold_batch_norm(m) for m, _ in loaded]
         self.tile = first["patch_size_px"] if tile is None else tile
         self.overlap, self.batch_size, self.tta, self.precision = overlap, batch_size, tta, precision

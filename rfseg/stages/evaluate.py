@@ -11,8 +11,6 @@ fields standing for patches of the lab's 4096² px micrographs).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 
@@ -47,9 +45,8 @@ def _from_micrographs(model_dir, patch_dir, preprocessed, size, *, device, tta, 
     test = index[index["split"] == "test"]
     # predict's tiling (the whole-micrograph result), and eager: a score must not depend on how many micrographs the
     # test split has (compile="auto" would switch on with large splits)
-    predictor = Predictor([model_dir], device=device, tta=tta, batch_size=batch_size, compile="off")
-    if flat_field == "none":
-        predictor.recipe = replace(predictor.recipe, flat_field="none")
+    predictor = Predictor([model_dir], device=device, tta=tta, batch_size=batch_size, compile="off",
+                          flat_field=None if flat_field == "bundle" else flat_field)
     out = np.zeros((len(test), size, size), np.float32)
     for source, rows in test.groupby("source_image", sort=False):
         rec = manifest.loc[source]

@@ -250,13 +250,11 @@ def test_published_networks_are_scored_on_the_same_test_patches(simulated_hrtem,
     np.testing.assert_array_equal(patches[first["index_in_split"]], prob[r:r + 256, c:c + 256])
     # as windows of larger micrographs (published_flat_field "none"): the same prediction without the bundle's flat
     # field, on the same patches; anything else is refused by name
-    from dataclasses import replace
-
     row = evaluate(member, root / "patches", tmp_path / "w", "sim", preprocessed=root / "pre",
                    published_flat_field="none")
-    window = Predictor([member], device="cpu")
-    assert window.recipe.flat_field == "bezier"
-    window.recipe = replace(window.recipe, flat_field="none")
+    assert Predictor([member], device="cpu").recipe.flat_field == "bezier"
+    window = Predictor([member], device="cpu", flat_field="none")
+    assert window.recipe.flat_field == "none"
     prob, _, _ = window.micrograph(img.data, img.pixel_size_yx_nm)
     windows = tifffile.imread(tmp_path / "w/probabilities.tif")
     windows = windows[None] if windows.ndim == 2 else windows
