@@ -111,6 +111,18 @@ def reference_arch(rows: pd.DataFrame) -> str:
     return str(nets["arch"].iloc[0])
 
 
+def _score_grid(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-micrograph scores as a (seed x micrograph) table, the mean where a pair repeats."""
+    return rows.pivot_table(index="seed", columns="micrograph", values="score", aggfunc="mean")
+
+
+def _resampled_means(grid, seed_draws, micrograph_draws):
+    """The mean of a (seeds, micrographs) array over each bootstrap draw of seeds and micrographs (one row each)."""
+    import numpy as np
+
+    return np.array([grid[np.ix_(s, m)].mean() for s, m in zip(seed_draws, micrograph_draws)])
+
+
 def paired_differences(scores: pd.DataFrame, reference: str, resamples: int = 2000, seed: int = 0,
                        level: float = 0.95) -> pd.DataFrame:
     """Score of every method and architecture minus the reference's, paired over test micrographs and seeds, with a
@@ -143,33 +155,30 @@ def paired_differences(scores: pd.DataFrame, reference: str, resamples: int = 20
     """
     import numpy as np
 
-    def grid(df):
-        g = df.pivot_table(index="seed", columns="micrograph", values="score", aggfunc="mean")
-        return g.index.tolist(), g
-
     ref_rows = scores[(scores["method"] == "unet") & (scores["arch"] == reference)]
     if ref_rows.empty:
         raise ValueError(f"the reference {reference!r} has no scores")
-    ref_seeds, ref = grid(ref_rows)
-    micrographs = ref.columns
+    ref = _score_grid(ref_rows)
+    ref_seeds, micrographs = ref.index.tolist(), ref.columns
     ref = ref.to_numpy()
     rng = np.random.default_rng(seed)
     draw_m = rng.integers(0, len(micrographs), (resamples, len(micrographs)))
     draw_s = rng.integers(0, len(ref_seeds), (resamples, len(ref_seeds)))
-    ref_boot = np.array([ref[np.ix_(s, m)].mean() for s, m in zip(draw_s, draw_m)])
+    ref_boot = _resampled_means(ref, draw_s, draw_m)
     keys = [k for k in KEYS if k in scores.columns]
     out = []
     for key, df in scores.groupby(keys, sort=False, dropna=False):
-        seeds, g = grid(df)
+        g = _score_grid(df)
+        seeds = g.index.tolist()
         if set(g.columns) != set(micrographs) or g.isna().any().any():
             raise ValueError(f"{dict(zip(keys, key))['arch']} was not scored on the reference's micrographs")
         a = g[micrographs].to_numpy()
         paired = seeds == ref_seeds
         if paired:
-            boot = np.array([a[np.ix_(s, m)].mean() for s, m in zip(draw_s, draw_m)]) - ref_boot
+            boot = _resampled_means(a, draw_s, draw_m) - ref_boot
         else:
             own = np.random.default_rng([seed, len(out)]).integers(0, len(seeds), (resamples, len(seeds)))
-            boot = np.array([a[np.ix_(s, m)].mean() for s, m in zip(own, draw_m)]) - ref_boot
+            boot = _resampled_means(a, own, draw_m) - ref_boot
         lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
         out.append({**dict(zip(keys, key)), "reference": reference, "n_seeds": len(seeds),
                     "n_micrographs": len(micrographs), "paired_by_seed": paired, "score_mean": float(a.mean()),
@@ -235,14 +244,14 @@ def gain_difference(scores_a: pd.DataFrame, scores_b: pd.DataFrame, arch: str, r
             rows = nets[nets["arch"] == a]
             if rows.empty:
                 raise ValueError(f"dataset {name}: no scores of {a}")
-            grids.append(rows.pivot_table(index="seed", columns="micrograph", values="score", aggfunc="mean"))
+            grids.append(_score_grid(rows))
         g, r = grids
         if list(g.index) != list(r.index) or set(g.columns) != set(r.columns) or g.isna().any().any():
             raise ValueError(f"dataset {name}: {arch} was not scored on {reference}'s seeds and micrographs")
         d = (g[r.columns] - r).to_numpy()  # (seeds, micrographs) of paired gains
         s = rng.integers(0, d.shape[0], (resamples, d.shape[0]))
         m = rng.integers(0, d.shape[1], (resamples, d.shape[1]))
-        return float(d.mean()), np.array([d[np.ix_(si, mi)].mean() for si, mi in zip(s, m)]), d.shape
+        return float(d.mean()), _resampled_means(d, s, m), d.shape
 
     gain_a, boot_a, (seeds_a, micro_a) = gains(scores_a, "A")
     gain_b, boot_b, (seeds_b, micro_b) = gains(scores_b, "B")
