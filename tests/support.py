@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -162,28 +161,17 @@ def scratch_copy(dest: Path, config="configs/test-tiny.yaml") -> Path:
     return dest
 
 
-def _no_slurm_bin() -> Path:
-    """A folder with an ``scontrol`` that fails at once. Snakemake loads its SLURM executor plugin on every start, and
-    the plugin runs ``scontrol show config``; where SLURM's tools are installed but no controller runs (as on a
-    machine prepared for the local-cluster test), that call waits about 10 s before giving up."""
-    folder = Path(tempfile.gettempdir()) / f"rfseg-tests-no-slurm-{os.getuid()}"
-    shim = folder / "scontrol"
-    if not shim.exists():
-        folder.mkdir(exist_ok=True)
-        tmp = folder / f"scontrol.{os.getpid()}"
-        tmp.write_text("#!/bin/sh\necho 'scontrol: no SLURM controller in this test' >&2\nexit 1\n")
-        tmp.chmod(0o755)
-        tmp.replace(shim)
-    return folder
+# make run's folder with an scontrol that fails at once (see the script): hides SLURM from local workflow runs
+NO_SLURM_BIN = ROOT / "workflow" / "profiles" / "default" / "no-slurm"
 
 
 def env_for(wd: Path, slurm: bool = False) -> dict:
-    """Environment of a workflow run in ``wd``; without ``slurm``, SLURM's tools are hidden (see _no_slurm_bin)."""
+    """Environment of a workflow run in ``wd``; without ``slurm``, SLURM's ``scontrol`` is hidden (NO_SLURM_BIN)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(wd)  # the copied package shadows the installed one, so tests can edit it
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     if not slurm:
-        env["PATH"] = f"{_no_slurm_bin()}:{env['PATH']}"
+        env["PATH"] = f"{NO_SLURM_BIN}:{env['PATH']}"
     return env
 
 

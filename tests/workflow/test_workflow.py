@@ -206,6 +206,28 @@ def test_lint_and_format_clean():
     assert fmt.returncode == 0, fmt.stderr[-2000:]
 
 
+def test_local_runs_hide_scontrol_from_snakemake():
+    """make run and the local workflow tests put a failing scontrol first on Snakemake's PATH (its SLURM plugin asks
+    the controller at every start: a 9-s wait where SLURM's tools are installed but none answers); the SLURM tests
+    keep the real one."""
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    from support import NO_SLURM_BIN, ROOT, env_for
+
+    shim = str(NO_SLURM_BIN / "scontrol")
+    recipe = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    run_line = next(line for line in recipe.splitlines() if "--profile workflow/profiles/default" in line)
+    make_path = re.search(r'PATH="([^"]+)"', run_line)[1].replace("$PATH", os.environ["PATH"])
+    assert shutil.which("scontrol", path=make_path) == shim
+    assert shutil.which("scontrol", path=env_for(ROOT)["PATH"]) == shim
+    assert str(NO_SLURM_BIN) not in env_for(ROOT, slurm=True)["PATH"]
+    hidden = subprocess.run([shim, "show", "config"], capture_output=True, text=True)
+    assert hidden.returncode != 0 and "hidden from this local run" in hidden.stderr
+
+
 def test_paper_config_plans_the_full_study(tmp_path):
     """With the documented data layout in place, the paper protocol plans every architecture x 5 seeds."""
     import numpy as np
