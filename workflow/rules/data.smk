@@ -8,6 +8,9 @@ rule simulate:
         L.log("simulate", DS),
     benchmark:
         L.benchmark("simulate", DS)
+    # every later stage waits on the simulations and they use all the cores a laptop has: run them first, so the
+    # short one-core jobs fill the cores at the end (job order only; results do not change)
+    priority: 3
     conda:
         "../envs/rfseg.yaml"
     threads: 2
@@ -31,6 +34,7 @@ rule preprocess:
         L.log("preprocess", DS),
     benchmark:
         L.benchmark("preprocess", DS)
+    priority: 2
     conda:
         "../envs/rfseg.yaml"
     threads: 1
@@ -56,6 +60,7 @@ rule patches:
         L.log("patches", PART),
     benchmark:
         L.benchmark("patches", PART)
+    priority: 2
     conda:
         "../envs/rfseg.yaml"
     threads: 1

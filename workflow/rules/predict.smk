@@ -6,6 +6,7 @@ rule simulate_for_predict:
         directory(L.predict_raw("{name}")),
     log:
         L.log("predict", "{name}_simulate"),
+    priority: 3  # uses every core of a laptop: first, not at the end when one-core jobs could share them
     conda:
         "../envs/rfseg.yaml"
     threads: 2

@@ -12,6 +12,7 @@ rule train:
         L.log("train", PART, f"{ARCH}_seed{SEED}"),
     benchmark:
         L.benchmark("train", PART, f"{ARCH}_seed{SEED}")
+    priority: 1  # most of a run's time: trainings start before the evaluations and figures that fill gaps
     conda:
         "../envs/rfseg.yaml"
     threads: lambda wc: PLAN.training(dataset(wc))["threads"]
