@@ -76,8 +76,6 @@ FIGURES = {
 
 def draw(kind: str, dataset: str, out, **inputs) -> None:
     """Draw one figure of ``kind`` (see :data:`FIGURES`) from result files into ``out`` (PNG + SVG)."""
-    from rfseg.figures import maps, rf, training
-
     if kind not in FIGURES:
         raise UserError(f"unknown figure {kind!r}: choose one of {', '.join(FIGURES)}")
     missing = [k for k in FIGURES[kind][1] if not inputs.get(k)]
@@ -88,15 +86,22 @@ def draw(kind: str, dataset: str, out, **inputs) -> None:
         raise UserError("figure edges needs --evals POOLED_DIR DILATED_DIR")
     if kind == "erf" and len(i["erfs"]) != len(i["models"]):
         raise UserError("figure erf needs one --models folder per --erfs file")
+    # only the figure's own module: the RF plots need no PyTorch (1.2 s of a 3-s job)
+    if kind in ("dice-vs-rf", "dilation", "sizes", "series"):
+        from rfseg.figures import rf as plots
+    elif kind == "curves":
+        from rfseg.figures import training as plots
+    else:
+        from rfseg.figures import maps as plots
     {
-        "dice-vs-rf": lambda: rf.dice_vs_rf(i["metrics"], dataset, out),
-        "dilation": lambda: rf.dilation_vs_pooling(i["metrics"], dataset, out),
-        "sizes": lambda: rf.size_bins(i["particles"], i["metrics"], dataset, out),
-        "examples": lambda: maps.examples(i["patches"], i["evals"], dataset, out),
-        "false-negatives": lambda: maps.false_negatives(i["patches"], i["fourier"], i["evals"], dataset, out),
-        "fn-overlap": lambda: maps.fn_overlap(i["fn_overlap"], dataset, out),
-        "edges": lambda: maps.edges(i["patches"], i["evals"][0], i["evals"][1], dataset, out),
-        "curves": lambda: training.curves(i["models"], dataset, out),
-        "erf": lambda: maps.erf_maps(i["erfs"], i["models"], dataset, out),
-        "series": lambda: rf.series(i["paired"], i["fingerprints"], out),
+        "dice-vs-rf": lambda: plots.dice_vs_rf(i["metrics"], dataset, out),
+        "dilation": lambda: plots.dilation_vs_pooling(i["metrics"], dataset, out),
+        "sizes": lambda: plots.size_bins(i["particles"], i["metrics"], dataset, out),
+        "examples": lambda: plots.examples(i["patches"], i["evals"], dataset, out),
+        "false-negatives": lambda: plots.false_negatives(i["patches"], i["fourier"], i["evals"], dataset, out),
+        "fn-overlap": lambda: plots.fn_overlap(i["fn_overlap"], dataset, out),
+        "edges": lambda: plots.edges(i["patches"], i["evals"][0], i["evals"][1], dataset, out),
+        "curves": lambda: plots.curves(i["models"], dataset, out),
+        "erf": lambda: plots.erf_maps(i["erfs"], i["models"], dataset, out),
+        "series": lambda: plots.series(i["paired"], i["fingerprints"], out),
     }[kind]()
