@@ -124,6 +124,35 @@ def test_pipeline_stages_sums_jobs_per_stage_and_the_wall_time(tmp_path):
     assert out["job_seconds_total"] == 100 and out["wall_seconds"] == 1040 - 970 and out["machine"]["kind"]
 
 
+def test_pipeline_stages_reads_from_the_snakemake_log_how_the_jobs_filled_the_cores(tmp_path):
+    from benchmarks.pipeline_stages import core_use
+
+    log = tmp_path / "run.snakemake.log"
+    log.write_text("""Provided cores: 2
+Rules claiming more threads will be scaled down.
+[Mon Dec  7 09:00:00 2026]
+localrule simulate:
+    output: results/raw
+    jobid: 3
+    threads: 2
+[Mon Dec  7 09:00:10 2026]
+Finished jobid: 3 (Rule: simulate)
+[Mon Dec  7 09:00:10 2026]
+localrule train:
+    jobid: 1
+[Mon Dec  7 09:00:10 2026]
+rule train:
+    jobid: 2
+[Mon Dec  7 09:00:40 2026]
+Finished jobid: 2 (Rule: train)
+[Mon Dec  7 09:00:50 2026]
+Finished jobid: 1 (Rule: train)
+""")
+    use = core_use(log)
+    assert (use["cores"], use["jobs"], use["span_seconds"]) == (2, 3, 50)
+    assert use["held_core_seconds"] == 10 * 2 + 40 + 30 and use["idle_core_seconds"] == 2 * 50 - 90
+
+
 def test_the_lab_patches_of_a_larger_simulated_micrograph():
     from benchmarks.realism import MIN_PARTICLE_PX, lab_patches, source_of
 
