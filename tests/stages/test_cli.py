@@ -52,6 +52,18 @@ def test_arch_table_csv(cli, tmp_path):
     assert not list(tmp_path.glob(".*part*"))
 
 
+def test_rf_figures_do_not_import_pytorch(tmp_path):
+    """A figure job imports only its own figure module; the RF plots need no PyTorch (1.2 s of a 3-s job)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom rfseg.errors import UserError\nfrom rfseg.figures import draw\n"
+            f"try:\n    draw('dice-vs-rf', 'x', {str(tmp_path / 'f.png')!r}, metrics={str(tmp_path / 'no.csv')!r})\n"
+            "except UserError:\n    pass\nprint('rf' in sys.modules['rfseg.figures'].__dict__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]
+
+
 def test_figure_with_missing_input_fails_clearly(cli, tmp_path):
     proc = cli("figure", "dice-vs-rf", "--dataset", "x", "--metrics", tmp_path / "nope.csv", "--out",
                tmp_path / "f.png")
