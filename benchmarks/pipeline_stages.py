@@ -51,8 +51,8 @@ def core_use(log: Path) -> dict:
     for line in text.splitlines():
         if stamp := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
             now = datetime.strptime(stamp[1], "%a %b %d %H:%M:%S %Y").timestamp()
-        elif rule := re.fullmatch(r"(?:local)?rule (\w+):", line):
-            current = {"rule": rule[1], "start": now, "threads": 1}
+        elif re.fullmatch(r"(?:local)?rule \w+:", line):
+            current = {"start": now, "threads": 1}
         elif current is not None and (jobid := re.fullmatch(r"\s+jobid: (\d+)", line)):
             jobs[jobid[1]] = current
         elif current is not None and (threads := re.fullmatch(r"\s+threads: (\d+)", line)):

@@ -74,6 +74,24 @@ FIGURES = {
 }
 
 
+def _rf_plots():
+    from rfseg.figures import rf
+
+    return rf
+
+
+def _map_plots():
+    from rfseg.figures import maps
+
+    return maps
+
+
+def _training_plots():
+    from rfseg.figures import training
+
+    return training
+
+
 def draw(kind: str, dataset: str, out, **inputs) -> None:
     """Draw one figure of ``kind`` (see :data:`FIGURES`) from result files into ``out`` (PNG + SVG)."""
     if kind not in FIGURES:
@@ -86,22 +104,16 @@ def draw(kind: str, dataset: str, out, **inputs) -> None:
         raise UserError("figure edges needs --evals POOLED_DIR DILATED_DIR")
     if kind == "erf" and len(i["erfs"]) != len(i["models"]):
         raise UserError("figure erf needs one --models folder per --erfs file")
-    # only the figure's own module: the RF plots need no PyTorch (1.2 s of a 3-s job)
-    if kind in ("dice-vs-rf", "dilation", "sizes", "series"):
-        from rfseg.figures import rf as plots
-    elif kind == "curves":
-        from rfseg.figures import training as plots
-    else:
-        from rfseg.figures import maps as plots
+    # each figure imports only its own module: the RF plots need no PyTorch (1.2 s of a 3-s job)
     {
-        "dice-vs-rf": lambda: plots.dice_vs_rf(i["metrics"], dataset, out),
-        "dilation": lambda: plots.dilation_vs_pooling(i["metrics"], dataset, out),
-        "sizes": lambda: plots.size_bins(i["particles"], i["metrics"], dataset, out),
-        "examples": lambda: plots.examples(i["patches"], i["evals"], dataset, out),
-        "false-negatives": lambda: plots.false_negatives(i["patches"], i["fourier"], i["evals"], dataset, out),
-        "fn-overlap": lambda: plots.fn_overlap(i["fn_overlap"], dataset, out),
-        "edges": lambda: plots.edges(i["patches"], i["evals"][0], i["evals"][1], dataset, out),
-        "curves": lambda: plots.curves(i["models"], dataset, out),
-        "erf": lambda: plots.erf_maps(i["erfs"], i["models"], dataset, out),
-        "series": lambda: plots.series(i["paired"], i["fingerprints"], out),
+        "dice-vs-rf": lambda: _rf_plots().dice_vs_rf(i["metrics"], dataset, out),
+        "dilation": lambda: _rf_plots().dilation_vs_pooling(i["metrics"], dataset, out),
+        "sizes": lambda: _rf_plots().size_bins(i["particles"], i["metrics"], dataset, out),
+        "examples": lambda: _map_plots().examples(i["patches"], i["evals"], dataset, out),
+        "false-negatives": lambda: _map_plots().false_negatives(i["patches"], i["fourier"], i["evals"], dataset, out),
+        "fn-overlap": lambda: _map_plots().fn_overlap(i["fn_overlap"], dataset, out),
+        "edges": lambda: _map_plots().edges(i["patches"], i["evals"][0], i["evals"][1], dataset, out),
+        "curves": lambda: _training_plots().curves(i["models"], dataset, out),
+        "erf": lambda: _map_plots().erf_maps(i["erfs"], i["models"], dataset, out),
+        "series": lambda: _rf_plots().series(i["paired"], i["fingerprints"], out),
     }[kind]()
